@@ -1,0 +1,121 @@
+"""Logging set-up: the seed's pretty colour categories or one JSON object per line.
+
+Every record passes through redaction on its way out, so a phone number or an email that slips
+into a message or an argument is masked in both formats. Categories travel as `extra={"cat": ...}`
+(CALL, TOOL, TRANSCRIPT, SUCCESS, WARNING, ERROR, INFO) and call ids as `extra={"call_id": ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from callplane.redact import redact, redact_value
+
+_COLOURS = {
+    "CALL": "\033[36m",
+    "TOOL": "\033[35m",
+    "TRANSCRIPT": "\033[37m",
+    "SUCCESS": "\033[32m",
+    "WARNING": "\033[33m",
+    "ERROR": "\033[31m",
+    "INFO": "\033[34m",
+}
+_ICONS = {
+    "CALL": "📞",
+    "TOOL": "🔧",
+    "TRANSCRIPT": "💬",
+    "SUCCESS": "✓",
+    "WARNING": "⚠",
+    "ERROR": "✗",
+    "INFO": "ℹ",
+}
+_RESET = "\033[0m"
+_STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+
+
+def _category(record: logging.LogRecord) -> str:
+    cat = getattr(record, "cat", None)
+    if isinstance(cat, str) and cat in _COLOURS:
+        return cat
+    if record.levelno >= logging.ERROR:
+        return "ERROR"
+    if record.levelno >= logging.WARNING:
+        return "WARNING"
+    return "INFO"
+
+
+def _message(record: logging.LogRecord) -> str:
+    return redact(record.getMessage())
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        k: redact_value(v) for k, v in vars(record).items() if k not in _STD and k not in ("cat", "call_id")
+    }
+
+
+def _stamp(created: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(created)) + f".{int(created * 1000) % 1000:03d}"
+
+
+class PrettyFormatter(logging.Formatter):
+    def __init__(self, colour: bool) -> None:
+        super().__init__()
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        cat = _category(record)
+        call_id = getattr(record, "call_id", None)
+        tag = f" [{str(call_id)[-12:]}]" if call_id else ""
+        extras = _extras(record)
+        tail = (" " + " ".join(f"{k}={v}" for k, v in extras.items())) if extras else ""
+        head = f"{_ICONS[cat]} {cat}"
+        if self.colour:
+            head = f"{_COLOURS[cat]}{head}{_RESET}"
+        line = f"{_stamp(record.created)} {head}{tag} {_message(record)}{tail}"
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created * 1000),
+            "level": record.levelname.lower(),
+            "cat": _category(record),
+            "logger": record.name,
+            "msg": _message(record),
+        }
+        call_id = getattr(record, "call_id", None)
+        if call_id:
+            doc["callId"] = call_id
+        doc.update(_extras(record))
+        if record.exc_info:
+            doc["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(fmt: str = "pretty", debug: bool = False, stream: Any = None) -> None:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    colour = fmt == "pretty" and hasattr(stream, "isatty") and stream.isatty()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else PrettyFormatter(colour))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("azure", "aiohttp.access", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def boxed(title: str, rows: list[tuple[str, str]]) -> str:
+    """The seed's boxed call summary."""
+    width = max([len(title)] + [len(k) + len(v) + 2 for k, v in rows]) + 2
+    lines = ["╔" + "═" * width + "╗", "║ " + title.ljust(width - 1) + "║", "╟" + "─" * width + "╢"]
+    lines += ["║ " + f"{k}: {v}".ljust(width - 1) + "║" for k, v in rows]
+    lines.append("╚" + "═" * width + "╝")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Reads and writes of calls and transcripts, keyed for the admin API's queries.
+
+Keys (docs/storage.md):
+- calls      PK=<callId>  RK="call"          the call record
+             PK=<callId>  RK="t<seq:06d>"    transcript turns, in order
+- callindex  PK="recent"  RK=<inverted start ms>-<callId>   newest-first listing (full record)
+             PK="active"  RK=<callId>                       live calls only
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from callplane.store.models import (
+    CallRecord,
+    CallStatus,
+    TranscriptTurn,
+    call_entity,
+    call_from_entity,
+    from_entity,
+    to_entity,
+)
+from callplane.store.tables import Tables
+
+CALL_RK = "call"
+RECENT_PK = "recent"
+ACTIVE_PK = "active"
+_MAX_MS = 10**13 - 1
+
+
+def recent_rk(call: CallRecord) -> str:
+    # Table order is ascending only, so newest-first needs an inverted, zero-padded time.
+    return f"{_MAX_MS - call.startTime:013d}-{call.callId}"
+
+
+def turn_rk(seq: int) -> str:
+    return f"t{seq:06d}"
+
+
+def index_operations(call: CallRecord) -> list[tuple[str, tuple[Any, ...]]]:
+    """(partition, operation) pairs that keep the index partitions in step with `call`."""
+    ops: list[tuple[str, tuple[Any, ...]]] = [
+        (RECENT_PK, ("upsert", call_entity(RECENT_PK, recent_rk(call), call), {"mode": UpdateMode.REPLACE}))
+    ]
+    if call.status is CallStatus.ACTIVE:
+        ops.append((ACTIVE_PK, ("upsert", call_entity(ACTIVE_PK, call.callId, call), {"mode": UpdateMode.REPLACE})))
+    else:
+        ops.append((ACTIVE_PK, ("delete", {"PartitionKey": ACTIVE_PK, "RowKey": call.callId})))
+    return ops
+
+
+def call_operation(call: CallRecord) -> tuple[Any, ...]:
+    return ("upsert", call_entity(call.callId, CALL_RK, call), {"mode": UpdateMode.REPLACE})
+
+
+def turn_operation(call_id: str, turn: TranscriptTurn) -> tuple[Any, ...]:
+    data = turn.model_dump(mode="json")
+    return ("upsert", to_entity(call_id, turn_rk(turn.seq), data), {"mode": UpdateMode.REPLACE})
+
+
+def encode_token(token: dict[str, str] | None) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).decode()
+
+
+def decode_token(raw: str) -> dict[str, str]:
+    """Raises ValueError on anything that is not a token we issued."""
+    try:
+        token = json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("next is not a valid page token") from exc
+    if not isinstance(token, dict) or not all(isinstance(v, str) for v in token.values()):
+        raise ValueError("next is not a valid page token")
+    return token
+
+
+class CallReader:
+    """Read side of the admin API. Every method is one bounded query."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._t = tables
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        try:
+            entity = await self._t.calls.get_entity(call_id, CALL_RK)
+        except ResourceNotFoundError:
+            return None
+        return call_from_entity(dict(entity))
+
+    async def list_recent(self, limit: int, next_token: str | None = None) -> tuple[list[CallRecord], str | None]:
+        token = decode_token(next_token) if next_token else None
+        # The SDK's paging token is a dict {"PartitionKey", "RowKey"} though typed as str.
+        pager: Any = self._t.callindex.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": RECENT_PK}, results_per_page=limit
+        ).by_page(continuation_token=token)  # type: ignore[arg-type]
+        calls: list[CallRecord] = []
+        async for page in pager:
+            async for entity in page:
+                calls.append(call_from_entity(dict(entity)))
+            break
+        next_raw = encode_token(pager.continuation_token) if len(calls) >= limit else None
+        return calls, next_raw
+
+    async def list_active(self) -> list[CallRecord]:
+        entities = self._t.callindex.query_entities("PartitionKey eq @pk", parameters={"pk": ACTIVE_PK})
+        calls = [call_from_entity(dict(e)) async for e in entities]
+        calls.sort(key=lambda c: c.startTime, reverse=True)
+        return calls
+
+    async def transcript(self, call_id: str) -> list[dict[str, Any]]:
+        entities = self._t.calls.query_entities(
+            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+            parameters={"pk": call_id, "lo": "t", "hi": "u"},
+        )
+        turns = [from_entity(dict(e)) async for e in entities]
+        return turns

@@ -1,0 +1,62 @@
+"""Direct (not write-behind) writes for the Function App, which has no long-lived writer:
+webhook dedupe rows and the records of calls that never reached a session host."""
+
+from __future__ import annotations
+
+import time
+
+from azure.core.exceptions import ResourceExistsError
+
+from callplane.store.calls import call_operation, index_operations
+from callplane.store.models import CallRecord, CallStatus
+from callplane.store.tables import Tables
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def claim_webhook(tables: Tables, webhook_id: str, call_id: str) -> bool:
+    """Atomic insert keyed by webhook-id: True for the first delivery, False for a duplicate.
+    Raises azure.core.exceptions.AzureError when the store cannot be reached."""
+    try:
+        await tables.webhooks.create_entity(
+            {"PartitionKey": webhook_id, "RowKey": "", "callId": call_id, "receivedAt": str(now_ms())}
+        )
+    except ResourceExistsError:
+        return False
+    return True
+
+
+async def release_webhook(tables: Tables, webhook_id: str) -> None:
+    """Forget a delivery we could not finish, so the service's retry is processed."""
+    await tables.webhooks.delete_entity(webhook_id, "")
+
+
+async def record_unhandled_call(
+    tables: Tables,
+    call_id: str,
+    status: CallStatus,
+    reason: str,
+    caller_phone: str | None,
+    started_ms: int,
+) -> None:
+    """Store a call that ended in the Function App (rejected, or never handed off)."""
+    end = now_ms()
+    call = CallRecord(
+        callId=call_id,
+        startTime=started_ms,
+        endTime=end,
+        duration=end - started_ms,
+        status=status,
+        endReason=reason,
+        callerPhone=caller_phone,
+        updatedAt=end,
+        summary=f"Call {status.value} before the conversation: {reason}",
+    )
+    await tables.calls.submit_transaction([call_operation(call)])
+    for pk, op in index_operations(call):
+        if op[0] == "delete":
+            await tables.callindex.delete_entity(pk, call_id)
+        else:
+            await tables.callindex.submit_transaction([op])

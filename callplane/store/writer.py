@@ -1,0 +1,222 @@
+"""Write-behind for calls and transcripts: the call loop never waits on storage.
+
+Changes are coalesced in memory (latest call record wins, turns keyed by sequence) and flushed
+as one table transaction per partition: the shared index partitions every `index_interval`
+(dashboards see changes within 2 s), each call's own partition when a turn or the final state
+arrives, or every `call_interval` otherwise. A failed flush keeps everything and retries with
+backoff and jitter, so a store outage loses nothing while the buffer holds; past `max_turns`
+the oldest non-final turns are dropped, logged and counted, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import AzureError
+
+from callplane.store.calls import ACTIVE_PK, RECENT_PK, call_operation, index_operations, turn_operation
+from callplane.store.models import CallRecord, TranscriptTurn
+from callplane.store.tables import Tables
+
+log = logging.getLogger(__name__)
+_BATCH = 100  # table transactions hold at most 100 operations
+
+
+@dataclass(slots=True)
+class _Pending:
+    call: CallRecord | None = None
+    turns: dict[int, TranscriptTurn] = field(default_factory=dict)
+    since: float = 0.0
+    urgent: bool = False
+
+
+@dataclass(slots=True)
+class WriterStats:
+    requests: int = 0
+    failures: int = 0
+    dropped_turns: int = 0
+    flushes: int = 0
+
+
+class StoreWriter:
+    def __init__(
+        self,
+        tables: Tables,
+        *,
+        index_interval: float = 0.5,
+        call_interval: float = 5.0,
+        max_turns: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._t = tables
+        self._index_interval = index_interval
+        self._call_interval = call_interval
+        self._max_turns = max_turns
+        self._clock = clock
+        self._calls: dict[str, _Pending] = {}
+        self._index: dict[str, CallRecord] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._backoff = 0.0
+        self._turn_count = 0
+        self.stats = WriterStats()
+
+    # --- producer side (never awaits) ---------------------------------------------------
+    def put_call(self, call: CallRecord, *, urgent: bool = False, index: bool = True) -> None:
+        pending = self._calls.setdefault(call.callId, _Pending(since=self._clock()))
+        pending.call = call.model_copy(deep=True)
+        pending.urgent = pending.urgent or urgent or call.final
+        if index:
+            self._index[call.callId] = pending.call
+        if pending.urgent:
+            self._wake.set()
+
+    def put_turn(self, call_id: str, turn: TranscriptTurn) -> None:
+        pending = self._calls.setdefault(call_id, _Pending(since=self._clock()))
+        if turn.seq not in pending.turns:
+            self._turn_count += 1
+        pending.turns[turn.seq] = turn
+        pending.urgent = True
+        self._enforce_bound()
+
+    def _enforce_bound(self) -> None:
+        while self._turn_count > self._max_turns:
+            # Drop the oldest turn of the call with the most buffered turns; the records stay.
+            victim = max(self._calls.values(), key=lambda p: len(p.turns))
+            oldest = min(victim.turns)
+            del victim.turns[oldest]
+            self._turn_count -= 1
+            self.stats.dropped_turns += 1
+            log.error("store buffer full: dropped a transcript turn", extra={"dropped": self.stats.dropped_turns})
+
+    @property
+    def pending(self) -> int:
+        return len(self._calls) + len(self._index)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def close(self, timeout: float = 20.0) -> None:
+        """Stop the loop and flush what is left, trying until `timeout`."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        deadline = self._clock() + timeout
+        while self.pending and self._clock() < deadline:
+            if not await self.flush(force=True):
+                await asyncio.sleep(min(0.5, max(0.0, deadline - self._clock())))
+        if self.pending:
+            log.error("store writer closed with unsaved changes", extra={"pending": self.pending})
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._index_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            ok = await self.flush()
+            if ok:
+                self._backoff = 0.0
+            else:
+                self._backoff = min(5.0, max(0.2, self._backoff * 2))
+                await asyncio.sleep(self._backoff * (0.5 + random.random()))
+
+    # --- flushing --------------------------------------------------------------------------
+    async def flush(self, force: bool = False) -> bool:
+        """Write what is due (everything when `force`). True when nothing failed."""
+        async with self._lock:
+            self.stats.flushes += 1
+            ok = await self._flush_calls(force)
+            ok = await self._flush_index() and ok
+            return ok
+
+    async def _flush_calls(self, force: bool) -> bool:
+        now = self._clock()
+        due = [
+            cid
+            for cid, p in self._calls.items()
+            if force or p.urgent or now - p.since >= self._call_interval
+        ]
+        ok = True
+        for call_id in due:
+            pending = self._calls.pop(call_id)
+            ops: list[tuple[Any, ...]] = []
+            if pending.call is not None:
+                ops.append(call_operation(pending.call))
+            ops.extend(turn_operation(call_id, t) for t in sorted(pending.turns.values(), key=lambda t: t.seq))
+            if await self._submit(self._t.calls, ops):
+                self._turn_count -= len(pending.turns)
+            else:
+                ok = False
+                self._merge_back(call_id, pending)
+        return ok
+
+    def _merge_back(self, call_id: str, failed: _Pending) -> None:
+        newer = self._calls.get(call_id)
+        if newer is None:
+            self._calls[call_id] = failed
+            return
+        if newer.call is None:
+            newer.call = failed.call
+        for seq, turn in failed.turns.items():
+            if seq not in newer.turns:
+                newer.turns[seq] = turn
+            else:
+                self._turn_count -= 1
+        newer.urgent = True
+
+    async def _flush_index(self) -> bool:
+        if not self._index:
+            return True
+        batch, self._index = self._index, {}
+        by_pk: dict[str, list[tuple[Any, ...]]] = {RECENT_PK: [], ACTIVE_PK: []}
+        deletes: list[str] = []
+        for call in batch.values():
+            for pk, op in index_operations(call):
+                if op[0] == "delete":
+                    deletes.append(call.callId)
+                else:
+                    by_pk[pk].append(op)
+        ok = True
+        for ops in by_pk.values():
+            ok = await self._submit(self._t.callindex, ops) and ok
+        for call_id in deletes:
+            try:
+                self.stats.requests += 1
+                await self._t.callindex.delete_entity(ACTIVE_PK, call_id)  # swallows 404
+            except AzureError as exc:
+                ok = False
+                self.stats.failures += 1
+                log.warning("index delete failed: %s", type(exc).__name__)
+        if not ok:
+            for cid, call in batch.items():
+                self._index.setdefault(cid, call)
+        return ok
+
+    async def _submit(self, client: Any, ops: list[tuple[Any, ...]]) -> bool:
+        for start in range(0, len(ops), _BATCH):
+            chunk = ops[start : start + _BATCH]
+            if not chunk:
+                continue
+            self.stats.requests += 1
+            try:
+                await client.submit_transaction(chunk)
+            except (TimeoutError, AzureError, OSError) as exc:
+                self.stats.failures += 1
+                log.warning("table write failed, will retry: %s", type(exc).__name__)
+                return False
+        return True

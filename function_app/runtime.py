@@ -1,0 +1,67 @@
+"""The Function App's long-lived resources, built once per worker event loop.
+
+Azure Functions gives a Python v2 app no start-up hook, so the HTTP session and table clients
+are created on the first request inside the worker's loop and reused after that (a new TLS
+handshake per webhook would sit in the ringing caller's path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+
+from callplane.call_control import CallControl
+from callplane.settings import ConfigError, Role, Settings, build_settings
+from callplane.store.tables import ensure_tables, open_tables
+from function_app.webhook import WebhookDeps
+
+log = logging.getLogger("function_app")
+
+
+@dataclass(slots=True)
+class _Holder:
+    loop: asyncio.AbstractEventLoop | None = None
+    deps: WebhookDeps | None = None
+    lock: asyncio.Lock | None = None
+
+
+_holder = _Holder()
+
+
+async def open_deps(settings: Settings) -> WebhookDeps:
+    http = aiohttp.ClientSession()
+    tables = open_tables(settings)
+    try:
+        await ensure_tables(tables)
+    except Exception:
+        # The store may be briefly down at start: dedupe then answers 503 and the service retries.
+        log.warning("could not create tables at start-up; will use them as they come back")
+    return WebhookDeps(settings=settings, http=http, control=CallControl(http, settings), tables=tables)
+
+
+async def close_deps(deps: WebhookDeps) -> None:
+    await deps.http.close()
+    await deps.tables.close()
+
+
+async def get_deps(settings: Settings | None = None) -> WebhookDeps:
+    """Deps for the current loop; raises ConfigError when the environment is not valid."""
+    loop = asyncio.get_running_loop()
+    if _holder.loop is not loop or _holder.deps is None:
+        _holder.loop, _holder.deps, _holder.lock = loop, None, asyncio.Lock()
+    assert _holder.lock is not None
+    async with _holder.lock:
+        if _holder.deps is None:
+            _holder.deps = await open_deps(settings or build_settings(Role.FUNCTION_APP))
+    return _holder.deps
+
+
+def install(deps: WebhookDeps) -> None:
+    """Used by the local adapter, which builds deps at start-up (so bad settings stop it)."""
+    _holder.loop, _holder.deps, _holder.lock = asyncio.get_running_loop(), deps, asyncio.Lock()
+
+
+__all__ = ["ConfigError", "close_deps", "get_deps", "install", "open_deps"]

@@ -1,0 +1,220 @@
+"""The webhook's logic, free of any host: verify → parse → dedupe → admit → accept → hand off.
+
+`handle_webhook` takes the raw body and headers and returns a `Reply`; the Azure Functions
+binding (`function_app/__init__.py`) and the local aiohttp adapter (`__main__.py`) only
+translate requests and responses. The order of checks is DESIGN.md's and is part of the
+contract: size → signature → parse → type → dedupe → admission → accept → hand-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from azure.core.exceptions import AzureError
+from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
+from pydantic import ValidationError
+
+from callplane import signing
+from callplane.call_control import CallControl, CallControlError
+from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone
+from callplane.session_config import VoiceMode, accept_body
+from callplane.settings import Settings
+from callplane.store.models import CallStatus
+from callplane.store.records import claim_webhook, record_unhandled_call, release_webhook
+from callplane.store.tables import Tables
+
+log = logging.getLogger("function_app.webhook")
+
+MAX_BODY = 1024 * 1024
+HANDLED_TYPE = "realtime.call.incoming"
+HANDOFF_DEADLINE_S = 4.0
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WebhookDeps:
+    settings: Settings
+    http: aiohttp.ClientSession
+    control: CallControl
+    tables: Tables
+
+
+def _matches(patterns: str, phone: str | None) -> bool:
+    items = [p.strip() for p in patterns.split(",") if p.strip()]
+    return any(fnmatch.fnmatchcase(phone or "", p) for p in items)
+
+
+def admitted(settings: Settings, phone: str | None) -> bool:
+    if settings.caller_deny and _matches(settings.caller_deny, phone):
+        return False
+    if settings.caller_allow and not _matches(settings.caller_allow, phone):
+        return False
+    return True
+
+
+async def handle_webhook(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) -> Reply:
+    received_ms = int(time.time() * 1000)
+    settings = deps.settings
+    if len(body) > MAX_BODY:
+        return Reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
+    lower = {k.lower(): v for k, v in headers.items()}
+    if not settings.test_mode:
+        try:
+            signing.verify(settings.openai_webhook_secret, body, lower)
+        except signing.SignatureError as exc:
+            log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
+            return Reply(401, {"error": f"invalid webhook signature: {exc}"})
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return Reply(400, {"error": "body is not JSON"})
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+        return Reply(400, {"error": "body is not a webhook event: no string 'type'"})
+    if doc["type"] != HANDLED_TYPE:
+        log.info("ignored webhook event type %s", doc["type"][:80])
+        return Reply(200, {"ignored": doc["type"][:80]})
+    try:
+        event = RealtimeCallIncomingWebhookEvent.model_validate(doc)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {where}: {problem['msg']}"})
+
+    call_id = event.data.call_id
+    webhook_id = lower.get("webhook-id") or event.id
+    sip = [SipHeader(name=h.name, value=h.value) for h in event.data.sip_headers]
+    phone = caller_phone(sip)
+    extra = {"cat": "CALL", "call_id": call_id}
+    log.info("webhook verified: %s", HANDLED_TYPE, extra=extra)
+
+    try:
+        first = await claim_webhook(deps.tables, webhook_id, call_id)
+    except AzureError as exc:
+        log.error("dedupe store unreachable (%s); asking for a retry", type(exc).__name__, extra=extra)
+        return Reply(503, {"error": "call store unavailable, retry later"}, {"Retry-After": "2"})
+    if not first:
+        log.info("duplicate delivery of %s ignored", webhook_id, extra=extra)
+        return Reply(200, {"duplicate": True, "callId": call_id})
+
+    if not admitted(settings, phone):
+        await _end_unhandled(deps, call_id, phone, received_ms, CallStatus.REJECTED, "caller not admitted", 603)
+        return Reply(200, {"rejected": True, "callId": call_id})
+
+    accepted = await _accept(deps, call_id, webhook_id, extra)
+    if accepted is not None:
+        return accepted
+
+    handoff = HandoffRequest(
+        callId=call_id, callerPhone=phone, sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
+    )
+    if await _hand_off(deps, handoff, extra):
+        return Reply(200, {"accepted": True, "callId": call_id})
+    # Never leave a caller in silence: nobody took the call, so end it and say why.
+    await _end_unhandled(deps, call_id, phone, received_ms, CallStatus.FAILED, "no session host took the call")
+    return Reply(200, {"accepted": True, "handedOff": False, "callId": call_id})
+
+
+async def _accept(deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any]) -> Reply | None:
+    """Accept with the voice fallback chain; a Reply means "stop here and answer this"."""
+    mode: VoiceMode | None = VoiceMode.AUDIO_OUTPUT
+    while mode is not None:
+        try:
+            await deps.control.accept(call_id, accept_body(deps.settings, mode))
+            log.info("call accepted", extra=extra)
+            return None
+        except CallControlError as exc:
+            if exc.code == "unknown_parameter" and exc.param and "voice" in exc.param:
+                nxt = mode.next()
+                log.warning("accept refused %s; retrying with voice mode %s", exc.param, nxt, extra=extra)
+                mode = nxt
+                continue
+            if exc.call_gone:
+                log.warning("call ended before the accept (%s)", exc.code, extra=extra)
+                now = int(time.time() * 1000)
+                await _record(deps, call_id, None, now, CallStatus.FAILED, "call gone before accept")
+                return Reply(200, {"accepted": False, "reason": "call_id_not_found"})
+            if exc.status == 409 or (exc.code or "").endswith("already_accepted"):
+                return None
+            log.error("accept failed: %s", exc, extra=extra)
+            await _release(deps, webhook_id)
+            status = 503 if exc.retryable else 502
+            return Reply(status, {"error": f"accept failed: {exc.status} {exc.code or ''}".strip()})
+    return None
+
+
+async def _release(deps: WebhookDeps, webhook_id: str) -> None:
+    # The delivery failed in a way a retry may fix: forget it so the retry is not a "duplicate".
+    try:
+        await release_webhook(deps.tables, webhook_id)
+    except AzureError:
+        pass
+
+
+async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool:
+    settings = deps.settings
+    url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
+    body = req.body()
+    deadline = time.monotonic() + HANDOFF_DEADLINE_S
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        headers = {"content-type": "application/json", **signing.sign_headers(settings.handoff_secret, body)}
+        try:
+            timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
+            async with deps.http.post(url, data=body, headers=headers, timeout=timeout) as resp:
+                await resp.read()
+                if resp.status in (200, 202, 409):
+                    log.info("handed off to session host (%s)", resp.status, extra=extra)
+                    return True
+                log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("hand-off failed: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
+        await asyncio.sleep(min(0.25 * attempt, max(0.0, deadline - time.monotonic())))
+    return False
+
+
+async def _end_unhandled(
+    deps: WebhookDeps,
+    call_id: str,
+    phone: str | None,
+    started_ms: int,
+    status: CallStatus,
+    reason: str,
+    reject_code: int | None = None,
+) -> None:
+    extra = {"cat": "CALL", "call_id": call_id}
+    try:
+        if reject_code is not None:
+            await deps.control.reject(call_id, reject_code)
+        elif deps.settings.overflow_target_uri:
+            await deps.control.refer(call_id, deps.settings.overflow_target_uri)
+            reason += "; referred to overflow"
+        else:
+            await deps.control.hangup(call_id)
+    except CallControlError as exc:
+        log.warning("could not end unhandled call: %s", exc, extra=extra)
+    log.warning("call %s: %s", status.value, reason, extra=extra)
+    await _record(deps, call_id, phone, started_ms, status, reason)
+
+
+async def _record(
+    deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int, status: CallStatus, reason: str
+) -> None:
+    try:
+        await record_unhandled_call(deps.tables, call_id, status, reason, phone, started_ms)
+    except AzureError as exc:
+        log.error("could not store the %s call: %s", status.value, type(exc).__name__)

@@ -1,0 +1,1 @@
+"""Session host: live call sessions over the Realtime control socket, admin API, dashboard."""

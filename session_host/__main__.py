@@ -1,0 +1,44 @@
+"""`python -m session_host`: serve on PORT until SIGTERM/SIGINT, then drain and flush."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from callplane.logs import setup_logging
+from callplane.settings import Role, load_settings
+from session_host import keys
+from session_host.app import create_app
+
+log = logging.getLogger("session_host")
+
+
+async def serve() -> None:
+    settings = load_settings(Role.SESSION_HOST)
+    setup_logging(settings.log_format, settings.debug_logging)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "0.0.0.0", settings.port)
+    await site.start()
+    log.info("session host listening on http://localhost:%d/ (dashboard at /dashboard)", settings.port,
+             extra={"cat": "SUCCESS"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: no new calls; draining live calls", extra={"cat": "WARNING"})
+    await app[keys.REGISTRY].drain(settings.shutdown_grace_seconds, wrap_up_before=10.0)
+    await runner.cleanup()
+
+
+def main() -> None:
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Admin API and health routes. Everything here reads Table Storage, so any replica answers alike."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from session_host import keys
+
+MAX_LIMIT = 200
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def service_info(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    return web.json_response({
+        "service": "voice-agent session host",
+        "replica": app[keys.REPLICA],
+        "dialect": settings.dialect.value,
+        "model": settings.realtime_model,
+        "activeCallsHere": len(app[keys.REGISTRY]),
+        "capacity": settings.max_calls_per_replica,
+        "uptime": int(time.time() * 1000) - app[keys.STARTED],
+        "endpoints": ["/dashboard", "/api/stats", "/api/calls", "/api/calls/active", "/api/calls/{callId}",
+                      "/api/calls/{callId}/transcript", "/api/events", "/healthz"],
+    })
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "10")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error": "limit must be an integer from 1 to 200"}',
+                                 content_type="application/json") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise web.HTTPBadRequest(text='{"error": "limit must be an integer from 1 to 200"}',
+                                 content_type="application/json")
+    return limit
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    limit = _limit(request)
+    try:
+        calls, nxt = await request.app[keys.READER].list_recent(limit, request.query.get("next") or None)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls),
+                              "next": nxt})
+
+
+async def active_calls(request: web.Request) -> web.Response:
+    calls = await request.app[keys.READER].list_active()
+    return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls)})
+
+
+async def get_call(request: web.Request) -> web.Response:
+    call = await request.app[keys.READER].get_call(request.match_info["call_id"])
+    if call is None:
+        return web.json_response({"error": "Call not found"}, status=404)
+    return web.json_response(call.model_dump(mode="json"))
+
+
+async def get_transcript(request: web.Request) -> web.Response:
+    call_id = request.match_info["call_id"]
+    reader = request.app[keys.READER]
+    turns = await reader.transcript(call_id)
+    if not turns and await reader.get_call(call_id) is None:
+        return web.json_response({"error": "Call not found"}, status=404)
+    return web.json_response({"callId": call_id, "transcript": turns, "count": len(turns)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", service_info)
+    app.router.add_get("/api/calls", list_calls)
+    app.router.add_get("/api/calls/active", active_calls)
+    app.router.add_get("/api/calls/{call_id}", get_call)
+    app.router.add_get("/api/calls/{call_id}/transcript", get_transcript)

@@ -1,0 +1,72 @@
+"""The session host's aiohttp application: wiring only. Each long-lived resource is one
+cleanup_ctx generator, created and closed side by side."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from callplane.call_control import CallControl
+from callplane.settings import Settings
+from callplane.store.calls import CallReader
+from callplane.store.tables import ensure_tables, open_tables
+from callplane.store.writer import StoreWriter
+from session_host import api, auth, keys
+from session_host.handoff_routes import take_call
+from session_host.registry import CallRegistry
+from session_host.session import SessionOptions
+
+log = logging.getLogger("session_host")
+
+
+def create_app(
+    settings: Settings, options: SessionOptions | None = None, replica: str | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[auth.admin_auth], client_max_size=1024 * 1024)
+    app[keys.SETTINGS] = settings
+    app[keys.OPTIONS] = options or SessionOptions()
+    app[keys.REPLICA] = replica or os.environ.get("CONTAINER_APP_REPLICA_NAME") or (
+        f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
+    app[keys.STARTED] = int(time.time() * 1000)
+    app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
+
+    async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+        http = aiohttp.ClientSession()
+        app[keys.HTTP] = http
+        app[keys.CONTROL] = CallControl(http, settings)
+        yield
+        await http.close()
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        tables = open_tables(settings)
+        try:
+            await ensure_tables(tables)
+        except Exception as exc:  # start anyway: writes are buffered and retried
+            log.error("table store unreachable at start-up (%s); buffering writes", type(exc).__name__)
+        writer = StoreWriter(tables)
+        writer.start()
+        app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
+        yield
+        await writer.close()
+        await tables.close()
+
+    async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[keys.REGISTRY].close()
+
+    # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
+    app.cleanup_ctx.extend([http_ctx, store_ctx, calls_ctx])
+    app.router.add_post("/internal/calls", take_call)
+    app.router.add_post("/api/session", auth.create_session)
+    app.router.add_delete("/api/session", auth.delete_session)
+    api.add_routes(app)
+    if not settings.admin_token:
+        log.warning("ADMIN_TOKEN is not set: the admin API and dashboard are OPEN to anyone who can reach them")
+    return app

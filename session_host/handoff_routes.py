@@ -1,0 +1,52 @@
+"""`POST /internal/calls`: the Function App hands a freshly accepted call to this replica."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from callplane import signing
+from callplane.handoff import HandoffRequest
+from session_host import keys
+from session_host.session import CallSession
+
+log = logging.getLogger("session_host.handoff")
+MAX_HANDOFF = 64 * 1024
+
+
+async def take_call(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    body = await request.content.read(MAX_HANDOFF + 1)
+    if len(body) > MAX_HANDOFF:
+        return web.json_response({"error": "hand-off body too large"}, status=413)
+    try:
+        signing.verify(settings.handoff_secret, body, dict(request.headers))
+    except signing.SignatureError as exc:
+        return web.json_response({"error": f"invalid hand-off signature: {exc}"}, status=401)
+    try:
+        req = HandoffRequest.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return web.json_response(
+            {"error": f"invalid hand-off: {'.'.join(map(str, first['loc']))}: {first['msg']}"}, status=400
+        )
+    registry = app[keys.REGISTRY]
+    if req.callId in registry:
+        return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
+    if not registry.accepting or registry.full:
+        return web.json_response({"error": "at capacity"}, status=503, headers={"Retry-After": "1"})
+    session = CallSession(
+        req,
+        settings=settings,
+        http=app[keys.HTTP],
+        control=app[keys.CONTROL],
+        writer=app[keys.WRITER],
+        replica=app[keys.REPLICA],
+        options=app[keys.OPTIONS],
+    )
+    registry.start(session)
+    log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})
+    return web.json_response({"callId": req.callId, "status": "taken"}, status=202)

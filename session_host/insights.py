@@ -1,0 +1,83 @@
+"""Per-call analysis that needs no model: sentiment, latency percentiles and the call summary.
+
+Deterministic and offline so tests can assert on it. Sentiment is a small lexicon score over what
+the caller said (or, where the dialect gives no caller transcript, over signals such as barge-ins
+and a request for a human); the summary is built from the tools used and how the call ended.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+Sentiment = Literal["positive", "neutral", "negative"]
+
+_POSITIVE = {
+    "thanks", "thank", "great", "perfect", "awesome", "excellent", "helpful", "good", "love", "wonderful",
+    "appreciate", "nice", "fantastic", "brilliant", "amazing",
+}
+_NEGATIVE = {
+    "angry", "terrible", "awful", "useless", "ridiculous", "worst", "hate", "unacceptable", "frustrated",
+    "frustrating", "annoyed", "stupid", "bad", "horrible", "complaint", "cancel", "refund", "never", "furious",
+    "disappointed", "waste", "wrong", "late", "broken",
+}
+_WORD = re.compile(r"[a-z']+")
+
+
+def text_sentiment(text: str) -> Sentiment:
+    words = _WORD.findall(text.lower())
+    score = sum(w in _POSITIVE for w in words) - sum(w in _NEGATIVE for w in words)
+    if score > 0:
+        return "positive"
+    if score < 0:
+        return "negative"
+    return "neutral"
+
+
+def call_sentiment(user_texts: Sequence[str], barge_ins: int, wanted_human: bool) -> Sentiment:
+    score = 0
+    for text in user_texts:
+        s = text_sentiment(text)
+        score += 1 if s == "positive" else -1 if s == "negative" else 0
+    if not user_texts:
+        # No caller transcript (Azure SIP): fall back to behaviour.
+        score -= (barge_ins >= 3) + wanted_human
+    if score > 0:
+        return "positive"
+    if score < 0:
+        return "negative"
+    return "neutral"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile; None for no samples."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(
+    status: str,
+    end_reason: str | None,
+    duration_ms: int | None,
+    tools: Sequence[str],
+    turns: int,
+    barge_ins: int,
+    first_user_text: str | None,
+) -> str:
+    parts = []
+    if first_user_text:
+        parts.append(f'Caller opened with "{first_user_text[:80]}".')
+    if tools:
+        uniq = list(dict.fromkeys(tools))
+        parts.append("Used " + ", ".join(uniq) + ".")
+    else:
+        parts.append("No tools used.")
+    secs = round((duration_ms or 0) / 1000)
+    parts.append(f"{turns} turns over {secs}s, {barge_ins} barge-ins.")
+    parts.append(f"Ended {status}" + (f" ({end_reason})." if end_reason else "."))
+    return " ".join(parts)

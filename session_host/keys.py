@@ -1,0 +1,25 @@
+"""Typed application keys: the session host's long-lived resources, created in app.py."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from callplane.call_control import CallControl
+from callplane.settings import Settings
+from callplane.store.calls import CallReader
+from callplane.store.tables import Tables
+from callplane.store.writer import StoreWriter
+from session_host.registry import CallRegistry
+from session_host.session import SessionOptions
+
+SETTINGS = web.AppKey("settings", Settings)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+CONTROL = web.AppKey("control", CallControl)
+TABLES = web.AppKey("tables", Tables)
+WRITER = web.AppKey("writer", StoreWriter)
+READER = web.AppKey("reader", CallReader)
+REGISTRY = web.AppKey("registry", CallRegistry)
+OPTIONS = web.AppKey("session_options", SessionOptions)
+REPLICA = web.AppKey("replica", str)
+STARTED = web.AppKey("started_ms", int)

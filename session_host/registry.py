@@ -1,0 +1,68 @@
+"""Live calls on this replica, keyed by call id. Owns every session task and cancels-and-awaits
+them on the way out; the key makes a duplicate hand-off harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from session_host.session import CallSession
+
+log = logging.getLogger("session_host.registry")
+
+
+class CallRegistry:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.sessions: dict[str, CallSession] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.accepting = True
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self.sessions
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.capacity
+
+    def start(self, session: CallSession) -> None:
+        call_id = session.req.callId
+        self.sessions[call_id] = session
+        task = asyncio.create_task(session.run(), name=f"call:{call_id}")
+        self._tasks[call_id] = task
+        task.add_done_callback(self._reaper(call_id))
+
+    def _reaper(self, call_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self.sessions.pop(call_id, None)
+            self._tasks.pop(call_id, None)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("session crashed", exc_info=task.exception(), extra={"call_id": call_id})
+
+        return done
+
+    async def wait_idle(self, timeout: float) -> bool:
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return not pending
+
+    async def drain(self, grace: float, wrap_up_before: float) -> None:
+        """SIGTERM: take no new calls, let live ones run, wrap up those still live near the end."""
+        self.accepting = False
+        if await self.wait_idle(max(0.0, grace - wrap_up_before)):
+            return
+        await asyncio.gather(*(s.wrap_up("replica shutting down") for s in list(self.sessions.values())),
+                             return_exceptions=True)
+        await self.wait_idle(wrap_up_before)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

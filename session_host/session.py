@@ -1,0 +1,499 @@
+"""One phone call's control session: the socket, the event table, tools, barge-in, end of call.
+
+One `CallSession` per call, owned by the registry. The receive loop only updates state and
+starts tracked tasks (tools, hang-ups); it never waits on storage, which is write-behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from callplane import prompts
+from callplane.call_control import CallControl, CallControlError, auth_headers, socket_url
+from callplane.handoff import HandoffRequest
+from callplane.logs import boxed
+from callplane.session_config import VoiceMode, greeting_request, session_update
+from callplane.settings import Settings
+from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
+from callplane.store.writer import StoreWriter
+from callplane.tools import TOOLS, Action, ToolContext
+from session_host import insights
+from session_host.tools_runner import ToolOutcome, run_tool
+
+log = logging.getLogger("session_host.session")
+Event = dict[str, Any]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CallGone(Exception):
+    """The control socket was refused with 404: the call no longer exists."""
+
+
+@dataclass(slots=True)
+class _Response:
+    id: str
+    text: str = ""
+    first_output: bool = False
+    interrupted: bool = False
+    done: bool = False
+    turn_written: bool = False
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (call_id, name, arguments)
+
+
+@dataclass(slots=True)
+class SessionOptions:
+    reconnect_attempts: int = 5
+    reconnect_base_s: float = 0.2
+    silence_timeout_s: float = 120.0
+    wrap_up_s: float = 10.0
+
+
+class CallSession:
+    def __init__(
+        self,
+        req: HandoffRequest,
+        *,
+        settings: Settings,
+        http: aiohttp.ClientSession,
+        control: CallControl,
+        writer: StoreWriter,
+        replica: str,
+        options: SessionOptions | None = None,
+        on_finish: Callable[[CallSession], Awaitable[None]] | None = None,
+    ) -> None:
+        self.req = req
+        self.settings = settings
+        self.http = http
+        self.control = control
+        self.writer = writer
+        self.opts = options or SessionOptions()
+        self.on_finish = on_finish
+        self.call = CallRecord(
+            callId=req.callId, startTime=req.receivedAt, callerPhone=req.callerPhone, replica=replica,
+            updatedAt=now_ms(),
+        )
+        self.extra = {"cat": "CALL", "call_id": req.callId}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._responses: dict[str, _Response] = {}
+        self._current: _Response | None = None
+        self._audio_playing = False
+        self._speech_stopped_at: float | None = None
+        self._last_activity = time.monotonic()
+        self._seq = 0
+        self._voice_mode = VoiceMode.AUDIO_OUTPUT
+        self._user_texts: list[str] = []
+        self._end: tuple[CallStatus, str] | None = None  # decided by us (hang-up, transfer)
+        self._after_response: tuple[str, Action, str | None] | None = None
+        self._expires_at: float | None = None
+        self._wrapping_up = False
+        self._greeted = False
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            "session.created": self._on_session,
+            "session.updated": self._on_session,
+            "error": self._on_error,
+            "response.created": self._on_response_created,
+            "response.output_audio_transcript.delta": self._on_transcript_delta,
+            "response.output_text.delta": self._on_transcript_delta,
+            "output_audio_buffer.started": self._on_audio_started,
+            "output_audio_buffer.stopped": self._on_audio_stopped,
+            "output_audio_buffer.cleared": self._on_audio_stopped,
+            "response.output_audio_transcript.done": self._on_transcript_done,
+            "response.function_call_arguments.done": self._on_function_args_done,
+            "response.done": self._on_response_done,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "conversation.item.input_audio_transcription.completed": self._on_user_transcript,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.writer.put_call(self.call, urgent=True)
+        status, reason = CallStatus.COMPLETED, "caller hung up"
+        attempt = 0
+        try:
+            while True:
+                try:
+                    clean = await self._connect_and_pump()
+                    attempt = 0
+                except CallGone:
+                    if self._end:
+                        status, reason = self._end
+                    elif self._greeted:
+                        status, reason = CallStatus.FAILED, "call gone after the control socket dropped"
+                    else:
+                        status, reason = CallStatus.FAILED, "call gone before the control socket opened"
+                    break
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    attempt += 1
+                    log.warning("control socket failed (%s), attempt %d", type(exc).__name__, attempt,
+                                extra=self.extra)
+                    if attempt > self.opts.reconnect_attempts:
+                        status, reason = CallStatus.FAILED, "control socket unreachable"
+                        await self._hangup_quietly()
+                        break
+                    await asyncio.sleep(self.opts.reconnect_base_s * 2 ** (attempt - 1))
+                    continue
+                if clean:
+                    status, reason = self._end or (CallStatus.COMPLETED, "caller hung up")
+                    break
+                log.warning("control socket dropped; reconnecting", extra=self.extra)
+        finally:
+            await self._cancel_tasks()
+            self._finalize(status, reason)
+            if self.on_finish is not None:
+                await self.on_finish(self)
+
+    async def _connect_and_pump(self) -> bool:
+        """One socket's life. True when the far side ended the call cleanly."""
+        url = socket_url(self.settings, self.req.callId)
+        try:
+            ws = await self.http.ws_connect(
+                url, headers=auth_headers(self.settings), heartbeat=20.0, max_msg_size=16 * 1024 * 1024,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 404:
+                raise CallGone() from None
+            raise
+        self._ws = ws
+        log.info("control socket open", extra=self.extra)
+        guard = self._spawn(self._guards(), "guards")
+        try:
+            await self._send(session_update(self.settings, self._voice_mode))
+            if not self._greeted:
+                self._greeted = True
+                self.call.greetingDelayMs = float(now_ms() - self.req.receivedAt)
+                await self._send(greeting_request())
+                log.info("greeting requested %.0f ms after the webhook", self.call.greetingDelayMs, extra=self.extra)
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self._dispatch(msg.data)
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    break
+        finally:
+            guard.cancel()
+            self._ws = None
+        code = ws.close_code
+        return code == 1000 or self._end is not None
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(f"{self.req.callId}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(self, event: Event) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        async with self._send_lock:
+            await ws.send_str(json.dumps(event, separators=(",", ":")))
+
+    async def close(self) -> None:
+        """Stop this replica's session without touching the call (shutdown path)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    # --- event table -------------------------------------------------------------------------
+    def _dispatch(self, raw: str) -> None:
+        try:
+            event = json.loads(raw)
+            etype = event["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed server event ignored", extra=self.extra)
+            return
+        if self.settings.debug_logging:
+            log.debug("event %s", raw[:2000], extra={"call_id": self.req.callId})
+        handler = self._handlers.get(etype)
+        if handler is None:
+            log.debug("unhandled event type %s", etype, extra={"call_id": self.req.callId})
+            return
+        try:
+            handler(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("bad %s event ignored: %s", etype, type(exc).__name__, extra=self.extra)
+
+    def _on_session(self, event: Event) -> None:
+        session = event.get("session") or {}
+        expires = session.get("expires_at")
+        if isinstance(expires, int | float) and expires > 0:
+            self._expires_at = float(expires)
+
+    def _on_error(self, event: Event) -> None:
+        err = event.get("error") or {}
+        code, param = err.get("code"), err.get("param") or ""
+        if code == "unknown_parameter" and "voice" in param:
+            nxt = self._voice_mode.next()
+            if nxt is not None:
+                self._voice_mode = nxt
+                log.warning("voice refused at %s; retrying with %s", param, nxt.value, extra=self.extra)
+                self._spawn(self._send(session_update(self.settings, nxt)), "voice-retry")
+                return
+        if code == "response_cancel_not_active":
+            return
+        log.warning("server error %s: %s", code, str(err.get("message"))[:200], extra=self.extra)
+
+    def _on_response_created(self, event: Event) -> None:
+        rid = event["response"]["id"]
+        resp = _Response(rid)
+        self._responses[rid] = resp
+        self._current = resp
+        self.call.responseCount += 1
+
+    def _response(self, event: Event) -> _Response:
+        rid = event.get("response_id") or (event.get("response") or {}).get("id") or ""
+        resp = self._responses.get(rid)
+        if resp is None:
+            resp = self._responses[rid] = _Response(rid)
+        return resp
+
+    def _first_output(self, resp: _Response) -> None:
+        if resp.first_output:
+            return
+        resp.first_output = True
+        if self._speech_stopped_at is not None:
+            latency = round((time.monotonic() - self._speech_stopped_at) * 1000, 1)
+            self._speech_stopped_at = None
+            self.call.latencies.append(latency)
+            log.info("turn latency %.0f ms", latency, extra={"cat": "INFO", "call_id": self.req.callId})
+
+    def _on_transcript_delta(self, event: Event) -> None:
+        resp = self._response(event)
+        self._first_output(resp)
+        resp.text += event.get("delta", "")
+        self._last_activity = time.monotonic()
+
+    def _on_audio_started(self, event: Event) -> None:
+        self._audio_playing = True
+        self._first_output(self._response(event))
+
+    def _on_audio_stopped(self, event: Event) -> None:
+        self._audio_playing = False
+
+    def _on_transcript_done(self, event: Event) -> None:
+        resp = self._response(event)
+        text = event.get("transcript") or resp.text
+        resp.text = text
+        if not resp.interrupted:
+            self._write_assistant_turn(resp)
+
+    def _write_assistant_turn(self, resp: _Response) -> None:
+        if resp.turn_written or not resp.text.strip():
+            return
+        resp.turn_written = True
+        self._add_turn("assistant", resp.text, interrupted=resp.interrupted)
+        log.info("ASSISTANT: %s", resp.text[:300], extra={"cat": "TRANSCRIPT", "call_id": self.req.callId})
+
+    def _add_turn(self, speaker: Literal["user", "assistant"], text: str, interrupted: bool = False) -> None:
+        self._seq += 1
+        sentiment = insights.text_sentiment(text) if speaker == "user" else "neutral"
+        turn = TranscriptTurn(
+            seq=self._seq, timestamp=now_ms(), speaker=speaker,
+            text=text, sentiment=sentiment, interrupted=interrupted,
+        )
+        self.call.messageCount = self._seq
+        self.writer.put_turn(self.req.callId, turn)
+        self._publish()
+
+    def _on_speech_started(self, event: Event) -> None:
+        self.call.userSpeechEvents += 1
+        self._last_activity = time.monotonic()
+        cur = self._current
+        if cur is not None and not cur.done or self._audio_playing:
+            # The caller talks over the assistant: the server cancels the response; what we
+            # received so far is the best estimate of what the caller heard.
+            self.call.bargeInEvents += 1
+            if cur is not None and not cur.done:
+                cur.interrupted = True
+            log.info("barge-in", extra={"cat": "CALL", "call_id": self.req.callId})
+            self._publish()
+
+    def _on_speech_stopped(self, event: Event) -> None:
+        self._speech_stopped_at = time.monotonic()
+        self._last_activity = self._speech_stopped_at
+
+    def _on_user_transcript(self, event: Event) -> None:
+        text = (event.get("transcript") or "").strip()
+        if text:
+            self._user_texts.append(text)
+            self._add_turn("user", text)
+            log.info("USER: %s", text[:300], extra={"cat": "TRANSCRIPT", "call_id": self.req.callId})
+
+    def _on_function_args_done(self, event: Event) -> None:
+        resp = self._response(event)
+        resp.calls.append((event["call_id"], event["name"], event.get("arguments") or ""))
+
+    def _on_response_done(self, event: Event) -> None:
+        response = event.get("response") or {}
+        resp = self._response(event)
+        resp.done = True
+        status = response.get("status")
+        if status == "cancelled":
+            resp.interrupted = True
+        for item in response.get("output") or []:
+            if item.get("type") == "function_call" and not any(c[0] == item.get("call_id") for c in resp.calls):
+                resp.calls.append((item["call_id"], item["name"], item.get("arguments") or ""))
+            if item.get("type") == "message" and not resp.text:
+                for part in item.get("content") or []:
+                    resp.text += part.get("transcript") or part.get("text") or ""
+        self._write_assistant_turn(resp)
+        if self._current is resp:
+            self._current = None
+        self._responses.pop(resp.id, None)
+        if resp.calls:
+            self._spawn(self._run_tools(resp), "tools")
+        elif self._after_response is not None:
+            self._spawn(self._do_after_response(), "after-response")
+        self._publish()
+
+    # --- tools -------------------------------------------------------------------------------
+    async def _run_tools(self, resp: _Response) -> None:
+        ctx = ToolContext(self.req.callId, self.req.callerPhone, self.settings.sip_target_uri)
+        follow_ups: list[str] = []
+        for call_id, name, arguments in resp.calls:
+            tool = TOOLS.get(name)
+            if resp.interrupted and tool is not None and tool.irreversible:
+                log.warning("skipped %s from an interrupted response", name, extra={"cat": "TOOL",
+                            "call_id": self.req.callId})
+                await self._send_output(call_id, {"error": "not_executed",
+                                                  "reason": "the caller interrupted; confirm before retrying"})
+                continue
+            outcome = await run_tool(name, arguments, ctx)
+            self._record_tool(outcome)
+            await self._send_output(call_id, outcome.output)
+            if outcome.follow_up:
+                follow_ups.append(outcome.follow_up)
+            if outcome.action is not Action.NONE:
+                self._after_response = (name, outcome.action, outcome.action_arg)
+        if self._after_response is not None and self._after_response[1] is Action.END_CALL:
+            # The goodbye was said before the model called end_call: hang up, no new response.
+            await self._do_after_response()
+            return
+        body: Event = {"type": "response.create"}
+        if follow_ups:
+            body["response"] = {"instructions": prompts.INSTRUCTIONS + "\n" + " ".join(follow_ups)}
+        await self._send(body)
+
+    async def _send_output(self, call_id: str, output: dict[str, Any]) -> None:
+        await self._send({
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
+        })
+
+    def _record_tool(self, outcome: ToolOutcome) -> None:
+        self.call.toolCalls.append(ToolCallRecord(
+            name=outcome.name, timestamp=outcome.started_ms, duration=outcome.duration_ms,
+            success=outcome.success, error=outcome.error,
+        ))
+        level = logging.INFO if outcome.success else logging.WARNING
+        log.log(level, "%s %s in %.1f ms", outcome.name, "ok" if outcome.success else f"failed: {outcome.error}",
+                outcome.duration_ms, extra={"cat": "TOOL", "call_id": self.req.callId})
+        self._publish()
+
+    async def _do_after_response(self) -> None:
+        pending, self._after_response = self._after_response, None
+        if pending is None:
+            return
+        name, action, arg = pending
+        if action is Action.HANDOFF:
+            try:
+                await self.control.refer(self.req.callId, self.settings.sip_target_uri)
+                self.call.transferReason = arg
+                self._end = (CallStatus.TRANSFERRED, "transferred to a human")
+                log.info("transferred to a human", extra={"cat": "SUCCESS", "call_id": self.req.callId})
+            except CallControlError as exc:
+                log.error("REFER failed: %s", exc, extra=self.extra)
+                await self._send({"type": "response.create", "response": {
+                    "instructions": "The transfer failed. Apologise, offer a callback, and continue helping."}})
+        elif action is Action.END_CALL:
+            self._end = (CallStatus.COMPLETED, f"assistant ended the call: {arg or 'done'}")
+            await self._hangup_quietly()
+
+    async def _hangup_quietly(self) -> None:
+        try:
+            await self.control.hangup(self.req.callId)
+        except CallControlError as exc:
+            if not exc.call_gone:
+                log.warning("hangup failed: %s", exc, extra=self.extra)
+
+    # --- guards ------------------------------------------------------------------------------
+    async def _guards(self) -> None:
+        """Max duration, the session's own time cap and caller silence: end politely, never mid-word."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25 if self.opts.wrap_up_s < 5 else 1.0)
+            now = time.monotonic()
+            reason = None
+            if now - started >= self.settings.max_call_seconds:
+                reason = "max call duration reached"
+            elif self._expires_at is not None and time.time() >= self._expires_at - self.opts.wrap_up_s * 3:
+                reason = "realtime session time cap"
+            elif now - self._last_activity >= self.opts.silence_timeout_s and not self._audio_playing:
+                reason = "caller silent"
+            if reason and not self._wrapping_up:
+                await self.wrap_up(reason)
+                return
+
+    async def wrap_up(self, reason: str) -> None:
+        """Say goodbye, then hang up once the goodbye has played (or after wrap_up_s)."""
+        if self._wrapping_up:
+            return
+        self._wrapping_up = True
+        log.info("wrapping up: %s", reason, extra=self.extra)
+        if self.settings.sip_target_uri and reason == "realtime session time cap":
+            self._after_response = ("guard", Action.HANDOFF, reason)
+        else:
+            self._after_response = ("guard", Action.END_CALL, reason)
+        await self._send({"type": "response.create", "response": {"instructions": prompts.WRAP_UP}})
+        await asyncio.sleep(self.opts.wrap_up_s)
+        if self._after_response is not None:
+            await self._do_after_response()
+
+    # --- store -------------------------------------------------------------------------------
+    def _publish(self) -> None:
+        self.call.updatedAt = now_ms()
+        self.writer.put_call(self.call, index=True)
+
+    def _finalize(self, status: CallStatus, reason: str) -> None:
+        end = now_ms()
+        c = self.call
+        c.status, c.endReason, c.endTime = status, reason, end
+        c.duration = end - c.startTime
+        wanted_human = any(t.name == "handoff_human" for t in c.toolCalls)
+        c.sentiment = insights.call_sentiment(self._user_texts, c.bargeInEvents, wanted_human)
+        c.summary = insights.summarize(
+            status.value, reason, c.duration, [t.name for t in c.toolCalls], self._seq, c.bargeInEvents,
+            self._user_texts[0] if self._user_texts else None,
+        )
+        c.updatedAt = end
+        self.writer.put_call(c, urgent=True)
+        p50 = insights.percentile(c.latencies, 50)
+        log.info("\n" + boxed(f"Call summary {c.callId[-16:]}", [
+            ("status", f"{status.value} ({reason})"),
+            ("duration", f"{(c.duration or 0) / 1000:.1f}s"),
+            ("tools", ", ".join(t.name for t in c.toolCalls) or "none"),
+            ("turns", str(self._seq)),
+            ("barge-ins", str(c.bargeInEvents)),
+            ("latency p50", f"{p50:.0f} ms" if p50 is not None else "n/a"),
+            ("sentiment", c.sentiment),
+        ]), extra={"cat": "SUCCESS" if status is not CallStatus.FAILED else "ERROR", "call_id": c.callId})

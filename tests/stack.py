@@ -1,0 +1,113 @@
+"""The whole system in one event loop, on real sockets: simulator, the webhook app (through the
+same aiohttp adapter `python -m function_app` uses), the session host, on one Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from callplane.settings import Role, Settings, build_settings
+from callplane.signing import new_secret
+from function_app.__main__ import build_app as build_function_app
+from session_host.app import create_app as create_session_host
+from session_host.session import SessionOptions
+from simulator.server import SIM, SimConfig, Simulator
+from simulator.server import create_app as create_simulator
+from tests.azurite import free_port
+
+
+@dataclass
+class Stack:
+    sim: Simulator
+    sim_url: str
+    webhook_url: str
+    host_url: str
+    settings: Settings
+    http: aiohttp.ClientSession
+    host_app: web.Application
+
+    async def place(self, scenario: str = "greeting_only", **body: Any) -> str:
+        async with self.http.post(f"{self.sim_url}/sim/calls", json={"scenario": scenario, **body}) as resp:
+            assert resp.status == 201, await resp.text()
+            return str((await resp.json())["callId"])
+
+    async def wait_ended(self, call_id: str, timeout: float = 30) -> dict[str, Any]:
+        call = self.sim.calls[call_id]
+        await asyncio.wait_for(call.ended.wait(), timeout)
+        return call.summary()
+
+    async def api(self, path: str, status: int = 200, **kw: Any) -> Any:
+        async with self.http.get(f"{self.host_url}{path}", **kw) as resp:
+            assert resp.status == status, (resp.status, await resp.text())
+            return await resp.json()
+
+    async def wait_call(self, call_id: str, *, final: bool = True, timeout: float = 20) -> dict[str, Any]:
+        """Poll the admin API until the call is stored (and final, if asked)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.http.get(f"{self.host_url}/api/calls/{call_id}") as resp:
+                if resp.status == 200:
+                    doc: dict[str, Any] = await resp.json()
+                    if not final or doc["status"] != "active":
+                        return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {call_id} not stored{' as final' if final else ''} in {timeout}s")
+            await asyncio.sleep(0.1)
+
+
+def make_env(conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect: str,
+             **overrides: str) -> dict[str, str]:
+    base = f"http://127.0.0.1:{sim_port}" + ("/openai" if dialect == "azure" else "")
+    ws = f"ws://127.0.0.1:{sim_port}" + ("/openai" if dialect == "azure" else "") + "/v1/realtime"
+    env = {
+        "OPENAI_API_KEY": "sk-test-" + uuid.uuid4().hex[:8],
+        "OPENAI_WEBHOOK_SECRET": new_secret(),
+        "HANDOFF_SECRET": new_secret(),
+        "OPENAI_BASE": base,
+        "REALTIME_WS_BASE": ws,
+        "REALTIME_DIALECT": dialect,
+        "SESSION_HOST_URL": f"http://127.0.0.1:{host_port}",
+        "STORAGE_CONNECTION_STRING": conn,
+        "PORT": str(host_port),
+        "FUNCTIONS_PORT": str(fn_port),
+        "SIMULATOR_PORT": str(sim_port),
+        "TABLE_PREFIX": "t" + uuid.uuid4().hex[:10],
+    }
+    env.update(overrides)
+    return env
+
+
+@asynccontextmanager
+async def run_stack(conn: str, *, dialect: str = "openai", time_scale: float = 20.0,
+                    options: SessionOptions | None = None, **overrides: str) -> AsyncIterator[Stack]:
+    sim_port, fn_port, host_port = free_port(), free_port(), free_port()
+    env = make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect=dialect, **overrides)
+    fn_settings = build_settings(Role.FUNCTION_APP, env)
+    host_settings = build_settings(Role.SESSION_HOST, env)
+    sim_app = create_simulator(SimConfig(
+        webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook", webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
+        api_key=env["OPENAI_API_KEY"], dialect=dialect, time_scale=time_scale, webhook_retries=1,
+    ))
+    host_app = create_session_host(host_settings, options or SessionOptions(
+        reconnect_base_s=0.05, silence_timeout_s=60, wrap_up_s=1.0))
+    runners: list[web.AppRunner] = []
+    try:
+        for app, port in ((sim_app, sim_port), (build_function_app(fn_settings), fn_port), (host_app, host_port)):
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+        async with aiohttp.ClientSession() as http:
+            yield Stack(sim_app[SIM], f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{fn_port}/openai/webhook",
+                        f"http://127.0.0.1:{host_port}", host_settings, http, host_app)
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
