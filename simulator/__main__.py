@@ -37,7 +37,7 @@ def config_from_env(args: argparse.Namespace) -> SimConfig:
 async def serve(args: argparse.Namespace) -> None:
     config = config_from_env(args)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     port = args.port or int(os.environ.get("SIMULATOR_PORT", "8089"))
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -186,6 +186,9 @@ class Runner:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[float] = loop.create_future()
         call.output_waiters[call_id] = waiter
+        # From here the client's next response.create belongs to this tool round trip, even when it
+        # arrives in the same breath as the function_call_output.
+        call.awaiting_response = True
         sent_at = ms()
         await self.send(p.event("response.function_call_arguments.done", response_id=rid, item_id=item_id,
                                 output_index=0, call_id=call_id, name=step.tool, arguments=args))
@@ -200,6 +203,7 @@ class Runner:
             await asyncio.wait_for(asyncio.shield(waiter), timeout=15 / self.scale + 2)
         except TimeoutError:
             call.output_waiters.pop(call_id, None)
+            call.awaiting_response = False
             return
         req = await self._next_response_request(timeout_ms=15_000)
         if req is not None:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.azurite import Azurite, start_azurite
+from simulator.azurite import Azurite, start_azurite
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from session_host.app import create_app as create_session_host
 from session_host.session import SessionOptions
 from simulator.server import SIM, SimConfig, Simulator
 from simulator.server import create_app as create_simulator
-from tests.azurite import free_port
+from simulator.azurite import free_port
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Start the project's own Azurite (table service, in memory) on a free port."""
+"""Start the project's own Azurite (table service, in memory): for tests and the local run.
+
+Azurite is the second local double beside the Realtime simulator; installed by scripts/bootstrap.sh."""
 
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def start_azurite(port: int | None = None) -> Azurite:
         [str(AZURITE), "--inMemoryPersistence", "--tableHost", "127.0.0.1", "--tablePort", str(port),
          "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir, env={**os.environ},
+        start_new_session=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
