@@ -15,13 +15,14 @@ from functools import cache
 import azure.functions as func
 from aiohttp import web
 
+from callplane.bodies import read_limited
 from callplane.logs import setup_logging
 from callplane.settings import Role, Settings, load_settings
 from function_app import app as function_app
 from function_app.runtime import close_deps, install, open_deps
 
 log = logging.getLogger("function_app")
-MAX_BODY = 2 * 1024 * 1024 + 1  # let oversized bodies reach the handler, which answers 413
+MAX_BODY = 1024 * 1024  # read one byte past the webhook limit so the handler itself answers 413
 
 FunctionHandler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
@@ -41,8 +42,7 @@ def _routes() -> list[tuple[str, list[str], FunctionHandler]]:
 
 def _adapt(handler: FunctionHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def view(request: web.Request) -> web.StreamResponse:
-        # Read at most one byte past the limit: enough for the handler's 413, never a whole flood.
-        body = await request.content.read(MAX_BODY)
+        body = await read_limited(request, MAX_BODY)
         freq = func.HttpRequest(
             method=request.method,
             url=str(request.url),

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from callplane import signing
+from callplane.bodies import read_limited
 from callplane.handoff import HandoffRequest
 from session_host import keys
 from session_host.session import CallSession
@@ -19,7 +20,7 @@ MAX_HANDOFF = 64 * 1024
 async def take_call(request: web.Request) -> web.Response:
     app = request.app
     settings = app[keys.SETTINGS]
-    body = await request.content.read(MAX_HANDOFF + 1)
+    body = await read_limited(request, MAX_HANDOFF)
     if len(body) > MAX_HANDOFF:
         return web.json_response({"error": "hand-off body too large"}, status=413)
     try:
