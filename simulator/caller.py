@@ -124,7 +124,7 @@ class Runner:
         item = p.message_item(item_id, "", "in_progress")
         await self.send(p.event("response.output_item.added", response_id=rid, output_index=0, item=item))
         await self.send(p.event("conversation.item.added", previous_item_id=None, item=item))
-        part = {"type": "output_audio", "transcript": ""}
+        part = {"type": "audio", "transcript": ""}  # the GA type still names content parts "audio"
         await self.send(p.event("response.content_part.added", response_id=rid, item_id=item_id,
                                 output_index=0, content_index=0, part=part))
         await self.send(p.event("output_audio_buffer.started", response_id=rid))
@@ -163,7 +163,7 @@ class Runner:
         status = "cancelled" if cancelled else "completed"
         item = p.message_item(item_id, text, "incomplete" if cancelled else "completed")
         await self.send(p.event("response.content_part.done", response_id=rid, item_id=item_id, output_index=0,
-                                content_index=0, part={"type": "output_audio", "transcript": text}))
+                                content_index=0, part={"type": "audio", "transcript": text}))
         await self.send(p.event("response.output_item.done", response_id=rid, output_index=0, item=item))
         await self.send(p.event("conversation.item.done", previous_item_id=None, item=item))
         details = {"type": "cancelled", "reason": reason} if cancelled else None

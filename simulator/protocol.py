@@ -7,12 +7,30 @@ import itertools
 import json
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
-from openai.types.realtime import RealtimeClientEvent
-from pydantic import TypeAdapter, ValidationError
+from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+from pydantic import BaseModel, ValidationError
 
-CLIENT_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
+
+def _by_type(union: Any) -> dict[str, type[BaseModel]]:
+    """`type` literal → event model. The SDK's discriminator annotation is not one pydantic reads,
+    so validating against the bare union would report errors for every member."""
+    members = get_args(get_args(union)[0]) if get_origin(union) is Annotated else get_args(union)
+    table: dict[str, type[BaseModel]] = {}
+    for model in members:
+        for literal in get_args(model.model_fields["type"].annotation):
+            table[literal] = model
+    return table
+
+
+CLIENT_EVENTS: dict[str, type[BaseModel]] = _by_type(RealtimeClientEvent)
+SERVER_EVENTS: dict[str, type[BaseModel]] = _by_type(RealtimeServerEvent)
+
+
+def check_server_event(ev: Event) -> None:
+    """Raise ValidationError unless `ev` has the shape of the `openai` server event of its type."""
+    SERVER_EVENTS[ev["type"]].model_validate(ev)
 _ids = itertools.count(1)
 
 Event = dict[str, Any]
@@ -48,21 +66,20 @@ def validate_client_event(raw: str) -> tuple[Event | None, Event | None]:
     client_id = doc.get("event_id") if isinstance(doc.get("event_id"), str) else None
     if "type" not in doc:
         return None, error_event("invalid_event", "The 'type' field is missing.", client_event_id=client_id)
+    model = CLIENT_EVENTS.get(doc["type"]) if isinstance(doc["type"], str) else None
+    if model is None:
+        return None, error_event("invalid_value", f"Invalid value: '{doc['type']}'. Supported values are the "
+                                 "Realtime client events.", param="type", client_event_id=client_id)
     try:
-        CLIENT_EVENTS.validate_python(doc)
+        model.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        # Drop the discriminator tag pydantic puts first, keeping the field path.
-        if loc and loc[0] == doc.get("type"):
-            loc = loc[1:]
-        param = ".".join(loc) or None
-        code = "invalid_value" if first["type"] not in ("missing", "union_tag_invalid") else "invalid_event"
-        if first["type"] == "union_tag_invalid":
-            msg = f"Invalid value: '{doc.get('type')}'. Supported values are the Realtime client events."
-            param = "type"
+        # Union members appear in the path as class names; the service names only fields.
+        param = ".".join(str(p) for p in first["loc"] if not str(p)[:1].isupper()) or None
+        if first["type"] == "missing":
+            code, msg = "missing_required_parameter", f"Missing required parameter: '{param}'."
         else:
-            msg = f"Invalid '{param}': {first['msg']}."
+            code, msg = "invalid_value", f"Invalid value for '{param}': {first['msg']}."
         return None, error_event(code, msg, param=param, client_event_id=client_id)
     return doc, None
 

@@ -19,9 +19,9 @@ from callplane.signing import new_secret
 from function_app.__main__ import build_app as build_function_app
 from session_host.app import create_app as create_session_host
 from session_host.session import SessionOptions
+from simulator.azurite import free_port
 from simulator.server import SIM, SimConfig, Simulator
 from simulator.server import create_app as create_simulator
-from simulator.azurite import free_port
 
 
 @dataclass

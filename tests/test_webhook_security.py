@@ -125,7 +125,7 @@ async def test_accept_refused_because_call_gone_is_recorded_failed(conn: str) ->
 
 async def test_store_unreachable_answers_503(conn: str) -> None:
     # A store nobody listens on: dedupe cannot be done safely, so the service must retry.
-    dead = conn.split("TableEndpoint=")[0] + "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    dead = conn.split("TableEndpoint=", maxsplit=1)[0] + "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
     async with run_stack(conn, STORAGE_CONNECTION_STRING=dead) as stack:
         call = stack.sim.new_call(load_scenario("greeting_only"))
         body = incoming(call.call_id)
@@ -146,7 +146,6 @@ async def test_unknown_voice_parameter_falls_back(conn: str) -> None:
 
 
 async def test_webhook_app_health(conn: str) -> None:
-    async with run_stack(conn) as stack:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(stack.webhook_url.replace("/openai/webhook", "/healthz")) as resp:
-                assert resp.status == 200
+    async with run_stack(conn) as stack, aiohttp.ClientSession() as http:
+        async with http.get(stack.webhook_url.replace("/openai/webhook", "/healthz")) as resp:
+            assert resp.status == 200

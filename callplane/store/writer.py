@@ -160,6 +160,9 @@ class StoreWriter:
             ops.extend(turn_operation(call_id, t) for t in sorted(pending.turns.values(), key=lambda t: t.seq))
             if await self._submit(self._t.calls, ops):
                 self._turn_count -= len(pending.turns)
+                if pending.call is not None and pending.call.final:
+                    log.info("call record stored (%s)", pending.call.status.value,
+                             extra={"cat": "SUCCESS", "call_id": call_id})
             else:
                 ok = False
                 self._merge_back(call_id, pending)

@@ -1,0 +1,92 @@
+"""Scripted conversations through the real system: tools, latency, transcripts, validation."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from simulator.protocol import check_server_event
+from simulator.scenario import load_scenario
+from tests.stack import run_stack
+
+
+async def test_standard_scenario_runs_tools_and_measures_turns(conn: str) -> None:
+    async with run_stack(conn, time_scale=40) as stack:
+        call_id = await stack.place("standard")
+        summary = await stack.wait_ended(call_id, timeout=60)
+        assert summary["errorsSent"] == []
+        outputs = list(summary["toolOutputs"].values())
+        assert outputs[0]["found"] is True and outputs[0]["order_id"] == "ACME-12345"
+        assert outputs[1]["in_stock"] == 7
+        assert len(summary["toolRoundTripsMs"]) == 2
+
+        call = await stack.wait_call(call_id)
+        assert call["status"] == "completed" and call["endReason"] == "caller hung up"
+        assert [t["name"] for t in call["toolCalls"]] == ["lookup_order", "check_inventory"]
+        assert all(t["success"] for t in call["toolCalls"])
+        assert call["userSpeechEvents"] == 3
+        assert len(call["latencies"]) == 3 and all(x > 0 for x in call["latencies"])
+        assert call["sentiment"] == "positive"  # "Great", "Thank you"
+        assert "lookup_order" in call["summary"]
+
+        transcript = (await stack.api(f"/api/calls/{call_id}/transcript"))["transcript"]
+        speakers = [t["speaker"] for t in transcript]
+        assert speakers.count("user") == 3  # openai dialect: caller transcription
+        assert transcript[-1]["text"].endswith("Goodbye!")
+        assert [t["timestamp"] for t in transcript] == sorted(t["timestamp"] for t in transcript)
+
+
+async def test_azure_dialect_has_no_caller_transcripts(conn: str) -> None:
+    async with run_stack(conn, dialect="azure", time_scale=40) as stack:
+        call_id = await stack.place("standard")
+        summary = await stack.wait_ended(call_id, timeout=60)
+        assert summary["errorsSent"] == []
+        call = await stack.wait_call(call_id)
+        assert call["status"] == "completed" and len(call["toolCalls"]) == 2
+        transcript = (await stack.api(f"/api/calls/{call_id}/transcript"))["transcript"]
+        assert {t["speaker"] for t in transcript} == {"assistant"}
+        assert len(call["latencies"]) == 3  # from speech_stopped, no transcript needed
+
+
+async def test_simulator_validates_client_events_like_the_service(conn: str) -> None:
+    async with run_stack(conn) as stack:
+        call = stack.sim.new_call(load_scenario("greeting_only")
+                                  .model_copy(update={"hangup": "wait", "wait_limit_ms": 60_000}))
+        headers = {"Authorization": f"Bearer {stack.sim.config.api_key}"}
+        async with stack.http.post(f"{stack.sim_url}/v1/realtime/calls/{call.call_id}/accept",
+                                   json={"type": "realtime", "model": "gpt-realtime"}, headers=headers) as r:
+            assert r.status == 200
+        async with stack.http.ws_connect(f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}",
+                                         headers=headers) as ws:
+            first = json.loads((await ws.receive()).data)
+            assert first["type"] == "session.created"
+            check_server_event(first)
+            await ws.send_str(json.dumps({"type": "session.update", "event_id": "ev_bad", "session": {"instructions": "x"}}))
+            err = json.loads((await ws.receive()).data)
+            assert err["type"] == "error"
+            assert set(err["error"]) >= {"type", "code", "message", "param", "event_id"}
+            assert err["error"]["event_id"] == "ev_bad" and "type" in err["error"]["param"]
+            await ws.send_str("{not json")
+            assert json.loads((await ws.receive()).data)["error"]["code"] == "invalid_json"
+            await ws.send_str(json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "y"}}))
+            ok = json.loads((await ws.receive()).data)
+            assert ok["type"] == "session.updated" and ok["session"]["instructions"] == "y"
+            check_server_event(ok)
+            await ws.send_str(json.dumps({"type": "response.create"}))
+            seen = []
+            while True:
+                msg = await ws.receive(timeout=10)
+                assert msg.type is aiohttp.WSMsgType.TEXT
+                ev = json.loads(msg.data)
+                check_server_event(ev)  # every server event has the real shape
+                seen.append(ev["type"])
+                if ev["type"] == "output_audio_buffer.stopped":
+                    break
+            assert seen[0] == "response.created" and "response.done" in seen
+            assert "response.output_audio_transcript.delta" in seen
+        # After hangup the call is gone: a new upgrade is refused with 404.
+        async with stack.http.post(f"{stack.sim_url}/v1/realtime/calls/{call.call_id}/hangup", headers=headers) as r:
+            assert r.status == 200
+        async with stack.http.get(f"{stack.sim_url}/v1/realtime?call_id={call.call_id}", headers=headers) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "call_id_not_found"
