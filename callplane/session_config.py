@@ -71,7 +71,3 @@ def session_update(settings: Settings, voice_mode: VoiceMode = VoiceMode.AUDIO_O
 def greeting_request() -> dict[str, Any]:
     return {"type": "response.create", "response": {"instructions": prompts.GREETING}}
 
-
-def voice_param(voice_mode: VoiceMode) -> str:
-    """The `param` the service names when it refuses this voice mode."""
-    return voice_mode.value

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -85,10 +85,6 @@ class Scenario(_Strict):
     latency: Latency = Field(default_factory=Latency)
     chars_per_second: float = Field(default=15.0, gt=0, description="speech rate of streamed transcript")
     faults: Faults = Field(default_factory=Faults)
-
-    @model_validator(mode="after")
-    def _first_turn_no_barge(self) -> Scenario:
-        return self
 
 
 @cache

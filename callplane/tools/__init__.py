@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -53,7 +53,6 @@ class Tool:
     # Irreversible: never run for a response the caller interrupted (a hallucinated hang-up
     # must not cut off a live caller).
     irreversible: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def schema(self) -> dict[str, Any]:
         params = self.args.model_json_schema()
