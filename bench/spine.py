@@ -13,8 +13,9 @@ import argparse
 import asyncio
 import time
 
+from callplane.clock import percentile
 from simulator.azurite import start_azurite
-from simulator.load import pct, place_and_wait, summarize
+from simulator.load import place_and_wait, summarize
 from tests.stack import run_stack
 
 
@@ -28,7 +29,7 @@ async def main(args: argparse.Namespace) -> None:
                 async with stack.http.get(f"{stack.host_url}/healthz") as resp:
                     await resp.read()
                 rtts.append((time.perf_counter() - t0) * 1000)
-            base = pct(rtts, 50) or 1.0
+            base = percentile(rtts, 50) or 1.0
             calls, wall = await place_and_wait(stack.sim, args.scenario, args.calls, args.concurrency, 120)
             s = summarize(calls, wall)
     finally:

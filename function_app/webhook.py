@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from callplane import signing
 from callplane.call_control import CallControl, CallControlError
+from callplane.clock import now_ms
 from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone
 from callplane.session_config import VoiceMode, accept_body
 from callplane.settings import Settings
@@ -67,7 +68,7 @@ def admitted(settings: Settings, phone: str | None) -> bool:
 
 
 async def handle_webhook(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) -> Reply:
-    received_ms = int(time.time() * 1000)
+    received_ms = now_ms()
     settings = deps.settings
     if len(body) > MAX_BODY:
         return Reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
@@ -144,8 +145,7 @@ async def _accept(deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[
                 continue
             if exc.call_gone:
                 log.warning("call ended before the accept (%s)", exc.code, extra=extra)
-                now = int(time.time() * 1000)
-                await _record(deps, call_id, None, now, CallStatus.FAILED, "call gone before accept")
+                await _record(deps, call_id, None, now_ms(), CallStatus.FAILED, "call gone before accept")
                 return Reply(200, {"accepted": False, "reason": "call_id_not_found"})
             if exc.status == 409 or (exc.code or "").endswith("already_accepted"):
                 return None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
+from callplane.clock import now_ms
 from session_host import keys
 
 MAX_LIMIT = 200
@@ -25,7 +24,7 @@ async def service_info(request: web.Request) -> web.Response:
         "model": settings.realtime_model,
         "activeCallsHere": len(app[keys.REGISTRY]),
         "capacity": settings.max_calls_per_replica,
-        "uptime": int(time.time() * 1000) - app[keys.STARTED],
+        "uptime": now_ms() - app[keys.STARTED],
         "endpoints": ["/dashboard", "/api/stats", "/api/calls", "/api/calls/active", "/api/calls/{callId}",
                       "/api/calls/{callId}/transcript", "/api/events", "/healthz"],
     })

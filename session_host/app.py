@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from callplane.call_control import CallControl
+from callplane.clock import now_ms
 from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.tables import ensure_tables, open_tables
@@ -34,7 +34,7 @@ def create_app(
     app[keys.OPTIONS] = options or SessionOptions()
     app[keys.REPLICA] = replica or os.environ.get("CONTAINER_APP_REPLICA_NAME") or (
         f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
-    app[keys.STARTED] = int(time.time() * 1000)
+    app[keys.STARTED] = now_ms()
     app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
 
     async def http_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -7,7 +7,6 @@ and a request for a human); the summary is built from the tools used and how the
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Literal
@@ -49,15 +48,6 @@ def call_sentiment(user_texts: Sequence[str], barge_ins: int, wanted_human: bool
     if score < 0:
         return "negative"
     return "neutral"
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; None for no samples."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summarize(

@@ -18,6 +18,7 @@ import aiohttp
 
 from callplane import prompts
 from callplane.call_control import CallControl, CallControlError, auth_headers, socket_url
+from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
 from callplane.logs import boxed
 from callplane.session_config import VoiceMode, greeting_request, session_update
@@ -30,10 +31,6 @@ from session_host.tools_runner import ToolOutcome, run_tool
 
 log = logging.getLogger("session_host.session")
 Event = dict[str, Any]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class CallGone(Exception):
@@ -487,7 +484,7 @@ class CallSession:
         )
         c.updatedAt = end
         self.writer.put_call(c, urgent=True)
-        p50 = insights.percentile(c.latencies, 50)
+        p50 = percentile(c.latencies, 50)
         log.info("\n" + boxed(f"Call summary {c.callId[-16:]}", [
             ("status", f"{status.value} ({reason})"),
             ("duration", f"{(c.duration or 0) / 1000:.1f}s"),

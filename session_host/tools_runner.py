@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from callplane.clock import now_ms
 from callplane.tools import TOOLS, Action, ToolContext, ToolResult
 
 log = logging.getLogger("session_host.tools")
@@ -47,7 +48,7 @@ def _validation_output(name: str, exc: ValidationError) -> dict[str, Any]:
 
 async def run_tool(name: str, raw_arguments: str, ctx: ToolContext, timeout_scale: float = 1.0) -> ToolOutcome:
     started = time.perf_counter()
-    started_ms = int(time.time() * 1000)
+    started_ms = now_ms()
     tool = TOOLS.get(name)
 
     def done(result: ToolResult | None, output: dict[str, Any], error: str | None) -> ToolOutcome:

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import time
 from typing import Any
 
 from aiohttp import web
 
+from callplane.clock import percentile
 from simulator.calls import SimCall
 from simulator.scenario import load_scenario
 from simulator.server import SIM, SimConfig, Simulator, create_app
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 def summarize(calls: list[SimCall], wall_s: float) -> dict[str, Any]:
@@ -41,9 +34,10 @@ def summarize(calls: list[SimCall], wall_s: float) -> dict[str, Any]:
         "wall_s": round(wall_s, 2),
         "events_sent": events,
         "events_per_s": round(events / wall_s, 1) if wall_s else None,
-        "webhook_to_accept_ms": {"p50": pct(accept, 50), "p95": pct(accept, 95)},
-        "webhook_to_greeting_ms": {"p50": pct(greet, 50), "p95": pct(greet, 95)},
-        "tool_round_trip_ms": {"n": len(tools), "p50": pct(tools, 50), "p95": pct(tools, 95), "p99": pct(tools, 99)},
+        "webhook_to_accept_ms": {"p50": percentile(accept, 50), "p95": percentile(accept, 95)},
+        "webhook_to_greeting_ms": {"p50": percentile(greet, 50), "p95": percentile(greet, 95)},
+        "tool_round_trip_ms": {"n": len(tools), "p50": percentile(tools, 50), "p95": percentile(tools, 95),
+                               "p99": percentile(tools, 99)},
     }
 
 

@@ -3,17 +3,12 @@ webhook dedupe rows and the records of calls that never reached a session host."
 
 from __future__ import annotations
 
-import time
-
 from azure.core.exceptions import ResourceExistsError
 
+from callplane.clock import now_ms
 from callplane.store.calls import call_operation, index_operations
 from callplane.store.models import CallRecord, CallStatus
 from callplane.store.tables import Tables
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def claim_webhook(tables: Tables, webhook_id: str, call_id: str) -> bool:
