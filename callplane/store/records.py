@@ -6,7 +6,7 @@ from __future__ import annotations
 from azure.core.exceptions import ResourceExistsError
 
 from callplane.clock import now_ms
-from callplane.store.calls import call_operation, index_operations
+from callplane.store.calls import call_operation, index_upserts, remove_from_active
 from callplane.store.models import CallRecord, CallStatus
 from callplane.store.tables import Tables
 
@@ -50,8 +50,5 @@ async def record_unhandled_call(
         summary=f"Call {status.value} before the conversation: {reason}",
     )
     await tables.calls.submit_transaction([call_operation(call)])
-    for pk, op in index_operations(call):
-        if op[0] == "delete":
-            await tables.callindex.delete_entity(pk, call_id)
-        else:
-            await tables.callindex.submit_transaction([op])
+    await tables.callindex.submit_transaction([op for _, op in index_upserts(call)])
+    await remove_from_active(tables, call_id)

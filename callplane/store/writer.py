@@ -20,7 +20,14 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from callplane.store.calls import ACTIVE_PK, RECENT_PK, call_operation, index_operations, turn_operation
+from callplane.store.calls import (
+    ACTIVE_PK,
+    RECENT_PK,
+    call_operation,
+    index_upserts,
+    remove_from_active,
+    turn_operation,
+)
 from callplane.store.models import CallRecord, TranscriptTurn
 from callplane.store.tables import Tables
 
@@ -187,20 +194,16 @@ class StoreWriter:
             return True
         batch, self._index = self._index, {}
         by_pk: dict[str, list[tuple[Any, ...]]] = {RECENT_PK: [], ACTIVE_PK: []}
-        deletes: list[str] = []
         for call in batch.values():
-            for pk, op in index_operations(call):
-                if op[0] == "delete":
-                    deletes.append(call.callId)
-                else:
-                    by_pk[pk].append(op)
+            for pk, op in index_upserts(call):
+                by_pk[pk].append(op)
         ok = True
         for ops in by_pk.values():
             ok = await self._submit(self._t.callindex, ops) and ok
-        for call_id in deletes:
+        for call_id in [c.callId for c in batch.values() if c.final]:
             try:
                 self.stats.requests += 1
-                await self._t.callindex.delete_entity(ACTIVE_PK, call_id)  # swallows 404
+                await remove_from_active(self._t, call_id)
             except AzureError as exc:
                 ok = False
                 self.stats.failures += 1
