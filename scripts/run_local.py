@@ -18,23 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dotenv import dotenv_values  # noqa: E402
+
 from callplane.signing import new_secret  # noqa: E402
 from simulator.azurite import start_azurite  # noqa: E402
+from simulator.server import client_urls  # noqa: E402
 
 PY = sys.executable
 COLOURS = {"azurite": "90", "function_app": "33", "session_host": "36", "simulator": "35"}
-
-
-def load_dotenv() -> dict[str, str]:
-    env: dict[str, str] = {}
-    path = ROOT / ".env"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                env[key.strip()] = value.strip().strip('"').strip("'")
-    return env
 
 
 def pump(name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -46,7 +37,9 @@ def pump(name: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> int:
-    env = {**os.environ, **{k: v for k, v in load_dotenv().items() if k not in os.environ}}
+    # .env read the way pydantic-settings reads it (python-dotenv), the process environment winning.
+    dotenv = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
+    env = {**dotenv, **os.environ}
     env.setdefault("LOG_FORMAT", "pretty")
     env.setdefault("SHUTDOWN_GRACE_SECONDS", "5")
     env["PYTHONUNBUFFERED"] = "1"
@@ -65,9 +58,7 @@ def main() -> int:
     env.setdefault("HANDOFF_SECRET", new_secret())
     if not real_realtime:
         dialect = env.setdefault("REALTIME_DIALECT", "openai")
-        base = f"http://127.0.0.1:{sim_port}" + ("/openai" if dialect == "azure" else "")
-        env["OPENAI_BASE"] = base
-        env["REALTIME_WS_BASE"] = base.replace("http://", "ws://") + "/v1/realtime"
+        env["OPENAI_BASE"], env["REALTIME_WS_BASE"] = client_urls(sim_port, dialect)
         env.setdefault("OPENAI_API_KEY", "sk-local-simulator")
         env.setdefault("OPENAI_WEBHOOK_SECRET", new_secret())
         env.setdefault("SIMULATOR_WEBHOOK_URL", f"http://127.0.0.1:{fn_port}/openai/webhook")

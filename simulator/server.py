@@ -405,6 +405,13 @@ async def sim_list(request: web.Request) -> web.Response:
 
 
 SIM = web.AppKey("sim", Simulator)
+PREFIX = {"openai": "", "azure": "/openai"}  # where each dialect's REST and socket paths start
+
+
+def client_urls(port: int | str, dialect: str, host: str = "127.0.0.1") -> tuple[str, str]:
+    """(OPENAI_BASE, REALTIME_WS_BASE) that point a client of `dialect` at this simulator."""
+    base = f"http://{host}:{port}{PREFIX[dialect]}"
+    return base, f"ws://{host}:{port}{PREFIX[dialect]}/v1/realtime"
 
 
 def create_app(config: SimConfig) -> web.Application:
@@ -425,7 +432,7 @@ def create_app(config: SimConfig) -> web.Application:
         await sim.http.close()
 
     app.cleanup_ctx.append(http_ctx)
-    for prefix in ("", "/openai"):
+    for prefix in PREFIX.values():
         app.router.add_post(prefix + "/v1/realtime/calls/{call_id}/{action}", call_action)
         app.router.add_get(prefix + "/v1/realtime", control_socket)
     app.router.add_post("/openai/v1/dashboard/webhook_endpoints", create_webhook_endpoint)

@@ -20,7 +20,7 @@ from function_app.__main__ import build_app as build_function_app
 from session_host.app import create_app as create_session_host
 from session_host.session import SessionOptions
 from simulator.azurite import free_port
-from simulator.server import SIM, SimConfig, Simulator
+from simulator.server import SIM, SimConfig, Simulator, client_urls
 from simulator.server import create_app as create_simulator
 
 
@@ -65,8 +65,7 @@ class Stack:
 
 def make_env(conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect: str,
              **overrides: str) -> dict[str, str]:
-    base = f"http://127.0.0.1:{sim_port}" + ("/openai" if dialect == "azure" else "")
-    ws = f"ws://127.0.0.1:{sim_port}" + ("/openai" if dialect == "azure" else "") + "/v1/realtime"
+    base, ws = client_urls(sim_port, dialect)
     env = {
         "OPENAI_API_KEY": "sk-test-" + uuid.uuid4().hex[:8],
         "OPENAI_WEBHOOK_SECRET": new_secret(),
