@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from callplane.clock import now_ms
-from session_host import keys
+from callplane.store.rollups import read_stats
+from session_host import keys, openapi
 
 MAX_LIMIT = 200
 
@@ -43,6 +44,15 @@ def _limit(request: web.Request) -> int:
     return limit
 
 
+async def stats(request: web.Request) -> web.Response:
+    app = request.app
+    doc = await read_stats(app[keys.TABLES])
+    doc["activeCalls"] = await app[keys.READER].count_active()
+    doc["uptime"] = now_ms() - app[keys.STARTED]
+    doc["startTime"] = app[keys.STARTED]
+    return web.json_response(doc)
+
+
 async def list_calls(request: web.Request) -> web.Response:
     limit = _limit(request)
     try:
@@ -74,9 +84,15 @@ async def get_transcript(request: web.Request) -> web.Response:
     return web.json_response({"callId": call_id, "transcript": turns, "count": len(turns)})
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", service_info)
+    app.router.add_get("/api/stats", stats)
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/active", active_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)

@@ -24,6 +24,7 @@ from callplane.logs import boxed
 from callplane.session_config import VoiceMode, greeting_request, session_update
 from callplane.settings import Settings
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
+from callplane.store.rollups import call_finished, call_started
 from callplane.store.writer import StoreWriter
 from callplane.tools import TOOLS, Action, ToolContext
 from session_host import insights
@@ -118,6 +119,7 @@ class CallSession:
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         self.writer.put_call(self.call, urgent=True)
+        self.writer.put_rollup(call_started())
         status, reason = CallStatus.COMPLETED, "caller hung up"
         attempt = 0
         try:
@@ -484,6 +486,7 @@ class CallSession:
         )
         c.updatedAt = end
         self.writer.put_call(c, urgent=True)
+        self.writer.put_rollup(call_finished(c))
         p50 = percentile(c.latencies, 50)
         log.info("\n" + boxed(f"Call summary {c.callId[-16:]}", [
             ("status", f"{status.value} ({reason})"),

@@ -55,3 +55,23 @@ async def test_denied_caller_is_rejected_and_recorded(conn: str) -> None:
         call = await stack.wait_call(call_id)
         assert call["status"] == "rejected" and call["endReason"] == "caller not admitted"
         await asyncio.sleep(0)
+
+
+async def test_responses_match_the_openapi_models(conn: str) -> None:
+    from session_host import openapi
+
+    async with run_stack(conn, time_scale=40) as stack:
+        call_id = await stack.place("standard")
+        await stack.wait_call(call_id, timeout=60)
+        doc = await stack.api("/api/openapi.json")
+        assert set(doc["paths"]) == {r[0] for r in openapi.ROUTES}
+        for name in ("Stats", "CallList", "CallOut", "Transcript", "ActiveCalls"):
+            assert name in doc["components"]["schemas"]
+        # Unknown fields are forbidden in these models: a renamed or extra field fails here.
+        openapi.Stats.model_validate(await stack.api("/api/stats"))
+        listed = openapi.CallList.model_validate(await stack.api("/api/calls?limit=5"))
+        assert listed.calls[0].toolCalls
+        openapi.ActiveCalls.model_validate(await stack.api("/api/calls/active"))
+        openapi.CallOut.model_validate(await stack.api(f"/api/calls/{call_id}"))
+        openapi.Transcript.model_validate(await stack.api(f"/api/calls/{call_id}/transcript"))
+        openapi.Error.model_validate(await stack.api("/api/calls/nope", status=404))

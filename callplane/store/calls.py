@@ -118,6 +118,12 @@ class CallReader:
         calls.sort(key=lambda c: c.startTime, reverse=True)
         return calls
 
+    async def count_active(self) -> int:
+        rows = self._t.callindex.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": ACTIVE_PK}, select=["RowKey"]
+        )
+        return len([r async for r in rows])
+
     async def transcript(self, call_id: str) -> list[dict[str, Any]]:
         entities = self._t.calls.query_entities(
             "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",

@@ -8,6 +8,7 @@ from azure.core.exceptions import ResourceExistsError
 from callplane.clock import now_ms
 from callplane.store.calls import call_operation, index_upserts, remove_from_active
 from callplane.store.models import CallRecord, CallStatus
+from callplane.store.rollups import apply_delta, call_finished
 from callplane.store.tables import Tables
 
 
@@ -52,3 +53,4 @@ async def record_unhandled_call(
     await tables.calls.submit_transaction([call_operation(call)])
     await tables.callindex.submit_transaction([op for _, op in index_upserts(call)])
     await remove_from_active(tables, call_id)
+    await apply_delta(tables, call_finished(call, counted_start=False))

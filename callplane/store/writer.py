@@ -29,6 +29,7 @@ from callplane.store.calls import (
     turn_operation,
 )
 from callplane.store.models import CallRecord, TranscriptTurn
+from callplane.store.rollups import RollupDelta, apply_delta
 from callplane.store.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class WriterStats:
     failures: int = 0
     dropped_turns: int = 0
     flushes: int = 0
+    rollup_conflicts: int = 0
 
 
 class StoreWriter:
@@ -73,6 +75,7 @@ class StoreWriter:
         self._lock = asyncio.Lock()
         self._backoff = 0.0
         self._turn_count = 0
+        self._rollup = RollupDelta()
         self.stats = WriterStats()
 
     # --- producer side (never awaits) ---------------------------------------------------
@@ -93,6 +96,9 @@ class StoreWriter:
         pending.urgent = True
         self._enforce_bound()
 
+    def put_rollup(self, delta: RollupDelta) -> None:
+        self._rollup.merge(delta)
+
     def _enforce_bound(self) -> None:
         while self._turn_count > self._max_turns:
             # Drop the oldest turn of the call with the most buffered turns; the records stay.
@@ -105,7 +111,7 @@ class StoreWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._calls) + len(self._index)
+        return len(self._calls) + len(self._index) + bool(self._rollup)
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +155,25 @@ class StoreWriter:
             self.stats.flushes += 1
             ok = await self._flush_calls(force)
             ok = await self._flush_index() and ok
+            ok = await self._flush_rollup() and ok
             return ok
+
+    async def _flush_rollup(self) -> bool:
+        if not self._rollup:
+            return True
+        delta, self._rollup = self._rollup, RollupDelta()
+        try:
+            self.stats.requests += 2  # a read and a conditional write
+            conflicts = await apply_delta(self._t, delta)
+            self.stats.requests += 2 * conflicts
+            self.stats.rollup_conflicts += conflicts
+            return True
+        except (TimeoutError, AzureError, OSError) as exc:
+            self.stats.failures += 1
+            log.warning("rollup update failed, will retry: %s", type(exc).__name__)
+            delta.merge(self._rollup)
+            self._rollup = delta
+            return False
 
     async def _flush_calls(self, force: bool) -> bool:
         now = self._clock()

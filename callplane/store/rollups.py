@@ -1,0 +1,195 @@
+"""Rollup counters for `/api/stats`, merged across replicas.
+
+One entity (`rollups` PK="stats", RK="all") holds totals, per-tool counts and a latency
+histogram. Writers add deltas with read-modify-write under ETag optimistic concurrency and retry
+on conflict, so two replicas finishing calls at once both count. Latency is kept as bucket
+counts (not a list of samples) so percentiles merge across replicas and the entity stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EdmType, EntityProperty, UpdateMode
+
+from callplane.store.models import CallRecord, CallStatus
+from callplane.store.tables import Tables
+
+PK, RK = "stats", "all"
+# Upper edges (ms) of the latency buckets; the last bucket is open-ended.
+EDGES: tuple[float, ...] = (50, 100, 150, 200, 250, 300, 400, 500, 600, 750, 1000, 1250, 1500, 2000, 3000, 5000,
+                            10000)
+_COUNTERS = ("totalCalls", "completedCalls", "failedCalls", "transferredCalls", "rejectedCalls", "finishedCalls",
+             "totalDurationMs", "totalToolCalls", "bargeInEvents", "latencySamples")
+_STATUS_FIELD = {
+    CallStatus.COMPLETED: "completedCalls",
+    CallStatus.FAILED: "failedCalls",
+    CallStatus.TRANSFERRED: "transferredCalls",
+    CallStatus.REJECTED: "rejectedCalls",
+}
+
+
+def bucket(latency_ms: float) -> int:
+    for i, edge in enumerate(EDGES):
+        if latency_ms <= edge:
+            return i
+    return len(EDGES)
+
+
+@dataclass(slots=True)
+class RollupDelta:
+    counters: dict[str, int] = field(default_factory=dict)
+    tools: dict[str, int] = field(default_factory=dict)
+    buckets: dict[int, int] = field(default_factory=dict)
+    latency_sum: float = 0.0
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def merge(self, other: RollupDelta) -> None:
+        for k, v in other.counters.items():
+            self.add(k, v)
+        for k, v in other.tools.items():
+            self.tools[k] = self.tools.get(k, 0) + v
+        for b, v in other.buckets.items():
+            self.buckets[b] = self.buckets.get(b, 0) + v
+        self.latency_sum += other.latency_sum
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.tools or self.buckets)
+
+
+def call_started() -> RollupDelta:
+    delta = RollupDelta()
+    delta.add("totalCalls")
+    return delta
+
+
+def call_finished(call: CallRecord, *, counted_start: bool = True) -> RollupDelta:
+    """The delta a final call contributes; `counted_start=False` for calls that never started
+    a session (rejected or failed in the Function App), which count in totalCalls here."""
+    delta = RollupDelta()
+    if not counted_start:
+        delta.add("totalCalls")
+    delta.add(_STATUS_FIELD.get(call.status, "completedCalls"))
+    delta.add("finishedCalls")
+    delta.add("totalDurationMs", int(call.duration or 0))
+    delta.add("totalToolCalls", len(call.toolCalls))
+    delta.add("bargeInEvents", call.bargeInEvents)
+    for tool in call.toolCalls:
+        delta.tools[tool.name] = delta.tools.get(tool.name, 0) + 1
+    for latency in call.latencies:
+        b = bucket(latency)
+        delta.buckets[b] = delta.buckets.get(b, 0) + 1
+        delta.latency_sum += latency
+    delta.add("latencySamples", len(call.latencies))
+    return delta
+
+
+def _int64(value: int) -> EntityProperty:
+    return EntityProperty(value, EdmType.INT64)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, EntityProperty) else value
+
+
+def _apply(entity: dict[str, Any], delta: RollupDelta) -> dict[str, Any]:
+    out: dict[str, Any] = {"PartitionKey": PK, "RowKey": RK}
+    for name in _COUNTERS:
+        out[name] = _int64(int(_plain(entity.get(name, 0)) or 0) + delta.counters.get(name, 0))
+    tools: dict[str, int] = json.loads(entity.get("toolCallsByType") or "{}")
+    for k, v in delta.tools.items():
+        tools[k] = tools.get(k, 0) + v
+    out["toolCallsByType"] = json.dumps(tools, separators=(",", ":"))
+    hist: list[int] = json.loads(entity.get("latencyBuckets") or "[]") or [0] * (len(EDGES) + 1)
+    for b, v in delta.buckets.items():
+        hist[b] += v
+    out["latencyBuckets"] = json.dumps(hist, separators=(",", ":"))
+    out["totalLatencyMs"] = float(_plain(entity.get("totalLatencyMs", 0.0)) or 0.0) + delta.latency_sum
+    return out
+
+
+async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20) -> int:
+    """Add `delta` to the rollup entity; returns the number of ETag conflicts retried.
+    Raises azure.core.exceptions.AzureError when the store is unreachable."""
+    conflicts = 0
+    for _ in range(attempts):
+        try:
+            current = await tables.rollups.get_entity(PK, RK)
+        except ResourceNotFoundError:
+            try:
+                await tables.rollups.create_entity(_apply({}, delta))
+                return conflicts
+            except ResourceExistsError:
+                conflicts += 1
+                continue
+        try:
+            await tables.rollups.update_entity(
+                _apply(dict(current), delta), mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified,
+            )
+            return conflicts
+        except ResourceModifiedError:
+            conflicts += 1
+            await asyncio.sleep(random.uniform(0.005, 0.05) * min(conflicts, 5))
+    raise ResourceModifiedError(f"rollup update lost {attempts} races in a row")
+
+
+def histogram_percentile(hist: list[int], q: float) -> float | None:
+    """The upper edge of the bucket holding the q-th percentile (the open bucket reports its
+    lower edge): an upper bound within one bucket width."""
+    total = sum(hist)
+    if not total:
+        return None
+    rank = q / 100 * total
+    seen = 0
+    for i, count in enumerate(hist):
+        seen += count
+        if seen >= rank and count:
+            return float(EDGES[i] if i < len(EDGES) else EDGES[-1])
+    return float(EDGES[-1])
+
+
+async def read_stats(tables: Tables) -> dict[str, Any]:
+    """The rollup as API fields; one point read."""
+    try:
+        entity: dict[str, Any] = dict(await tables.rollups.get_entity(PK, RK))
+    except ResourceNotFoundError:
+        entity = {}
+    n = {name: int(_plain(entity.get(name, 0)) or 0) for name in _COUNTERS}
+    hist: list[int] = json.loads(entity.get("latencyBuckets") or "[]") or [0] * (len(EDGES) + 1)
+    total_latency = float(_plain(entity.get("totalLatencyMs", 0.0)) or 0.0)
+    samples = n["latencySamples"]
+    return {
+        "totalCalls": n["totalCalls"],
+        "completedCalls": n["completedCalls"],
+        "failedCalls": n["failedCalls"],
+        "transferredCalls": n["transferredCalls"],
+        "rejectedCalls": n["rejectedCalls"],
+        "averageCallDuration": round(n["totalDurationMs"] / n["finishedCalls"]) if n["finishedCalls"] else 0,
+        "totalToolCalls": n["totalToolCalls"],
+        "toolCallsByType": json.loads(entity.get("toolCallsByType") or "{}"),
+        "averageLatencyMs": round(total_latency / samples, 1) if samples else 0,
+        "totalLatencyMs": round(total_latency, 1),
+        "latencySamples": samples,
+        "p50LatencyMs": histogram_percentile(hist, 50),
+        "p95LatencyMs": histogram_percentile(hist, 95),
+        "p99LatencyMs": histogram_percentile(hist, 99),
+        "bargeInEvents": n["bargeInEvents"],
+        "latencyBuckets": {"edgesMs": list(EDGES), "counts": hist},
+    }
+
+
+def merge_all(deltas: Iterable[RollupDelta]) -> RollupDelta:
+    total = RollupDelta()
+    for d in deltas:
+        total.merge(d)
+    return total

@@ -1,0 +1,74 @@
+"""Rollups: exact under concurrent writers (ETag retries), and /api/stats from one point read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from callplane.settings import Role, build_settings
+from callplane.signing import new_secret
+from callplane.store.models import CallRecord, CallStatus, ToolCallRecord
+from callplane.store.rollups import apply_delta, call_finished, histogram_percentile, read_stats
+from callplane.store.tables import ensure_tables, open_tables
+from tests.stack import run_stack
+
+SEED_FIELDS = {"totalCalls", "activeCalls", "completedCalls", "failedCalls", "transferredCalls",
+               "averageCallDuration", "totalToolCalls", "toolCallsByType", "averageLatencyMs", "totalLatencyMs",
+               "latencySamples", "uptime", "startTime", "rejectedCalls", "p50LatencyMs", "p95LatencyMs",
+               "p99LatencyMs", "bargeInEvents"}
+
+
+def finished(i: int, status: CallStatus) -> CallRecord:
+    return CallRecord(callId=f"rtc_{i}", startTime=1, endTime=1001, duration=1000, status=status,
+                      toolCalls=[ToolCallRecord(name="lookup_order", timestamp=1, duration=1.0, success=True)],
+                      latencies=[400.0, 900.0], bargeInEvents=1)
+
+
+async def test_two_writers_racing_lose_no_update(conn: str) -> None:
+    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
+           "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8]}
+    settings = build_settings(Role.SESSION_HOST, env)
+    a, b = open_tables(settings), open_tables(settings)  # two "replicas", separate clients
+    try:
+        await ensure_tables(a)
+        statuses = [CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.TRANSFERRED]
+        results = await asyncio.gather(*(
+            apply_delta(a if i % 2 else b, call_finished(finished(i, statuses[i % 3]), counted_start=False))
+            for i in range(30)
+        ))
+        assert sum(results) > 0, "the test must actually produce ETag conflicts"
+        stats = await read_stats(a)
+        assert stats["totalCalls"] == 30
+        assert (stats["completedCalls"], stats["failedCalls"], stats["transferredCalls"]) == (10, 10, 10)
+        assert stats["toolCallsByType"] == {"lookup_order": 30} and stats["totalToolCalls"] == 30
+        assert stats["latencySamples"] == 60 and stats["averageLatencyMs"] == 650.0
+        assert stats["p50LatencyMs"] == 400.0 and stats["p95LatencyMs"] == 1000.0
+        assert stats["bargeInEvents"] == 30 and stats["averageCallDuration"] == 1000
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_histogram_percentile_bounds() -> None:
+    assert histogram_percentile([0] * 18, 50) is None
+    hist = [0] * 18
+    hist[3] = 99  # <= 200 ms
+    hist[10] = 1  # <= 1000 ms
+    assert histogram_percentile(hist, 50) == 200.0
+    assert histogram_percentile(hist, 99) == 200.0
+    assert histogram_percentile(hist, 100) == 1000.0
+
+
+async def test_api_stats_after_calls(conn: str) -> None:
+    async with run_stack(conn, time_scale=40, CALLER_DENY="+1900*") as stack:
+        done = await stack.place("standard")
+        denied = await stack.place("greeting_only", caller="+19005550100")
+        await stack.wait_call(done, timeout=60)
+        await stack.wait_call(denied)
+        await asyncio.sleep(1.0)  # the rollup flush interval
+        stats = await stack.api("/api/stats")
+        assert set(stats) >= SEED_FIELDS
+        assert stats["totalCalls"] == 2 and stats["completedCalls"] == 1 and stats["rejectedCalls"] == 1
+        assert stats["activeCalls"] == 0
+        assert stats["toolCallsByType"] == {"lookup_order": 1, "check_inventory": 1}
+        assert stats["latencySamples"] == 3 and stats["p95LatencyMs"] is not None
