@@ -88,7 +88,9 @@ class Runner:
     async def caller_speaks(self, turn: Turn) -> None:
         item_id = p.new_id("item")
         start = int(ms())
-        await self.send(p.event("input_audio_buffer.speech_started", audio_start_ms=start % 10**7, item_id=item_id))
+        if turn.barge_in_after_ms is None:  # a barge-in already sent speech_started mid-response
+            await self.send(p.event("input_audio_buffer.speech_started", audio_start_ms=start % 10**7,
+                                    item_id=item_id))
         await self.sleep(turn.speech_ms)
         await self.send(p.event("input_audio_buffer.speech_stopped", audio_end_ms=int(ms()) % 10**7, item_id=item_id))
         await self.send(p.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=None))
@@ -108,7 +110,11 @@ class Runner:
         for idx, step in enumerate(steps):
             last = idx == len(steps) - 1
             if isinstance(step, CallTool):
-                await self.tool_response(step)
+                asked = await self.tool_response(step)
+                if asked and last:
+                    # The client asked for a response after the tool and the script has no words
+                    # left: the model still answers something.
+                    await self.play_response("Is there anything else I can help you with?")
                 continue
             interrupt = barge_in_after if last else None
             await self.play_response(step.say, interrupt_after_ms=interrupt)
@@ -171,7 +177,8 @@ class Runner:
         if self.call.active_response == rid:
             self.call.active_response = None
 
-    async def tool_response(self, step: CallTool) -> None:
+    async def tool_response(self, step: CallTool) -> bool:
+        """Play a function call; True when the client answered it with output and response.create."""
         call = self.call
         rid, item_id, call_id = p.new_id("resp"), p.new_id("item"), p.new_id("call")
         args = step.arguments_json()
@@ -204,10 +211,11 @@ class Runner:
         except TimeoutError:
             call.output_waiters.pop(call_id, None)
             call.awaiting_response = False
-            return
+            return False
         req = await self._next_response_request(timeout_ms=15_000)
         if req is not None:
             call.tool_round_trips.append(ms() - sent_at)
+        return req is not None
 
     # --- faults ------------------------------------------------------------------------------
     def _spawn_faults(self) -> None:
