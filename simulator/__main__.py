@@ -99,6 +99,13 @@ def main() -> None:
     load.add_argument("--dialect", choices=["openai", "azure"], default=None)
     args = parser.parse_args()
     setup_logging(os.environ.get("LOG_FORMAT", "pretty"), os.environ.get("DEBUG_LOGGING") == "1")
+    if os.environ.get("SIMULATOR_UVLOOP", "1") == "1":
+        try:
+            import uvloop
+
+            uvloop.install()  # the double must never be a load test's bottleneck
+        except ImportError:
+            pass
     if args.command == "load":
         from simulator.load import run_load
 

@@ -387,7 +387,8 @@ async def sim_place(request: web.Request) -> web.Response:
     except (ValueError, AttributeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
     call = sim.new_call(scenario, body.get("caller"))
-    sim.spawn(sim.place_call(call))
+    if body.get("deliver", True):  # deliver=false: a ringing call for a client that drives it itself
+        sim.spawn(sim.place_call(call))
     return web.json_response({"callId": call.call_id}, status=201)
 
 
@@ -396,6 +397,16 @@ async def sim_get(request: web.Request) -> web.Response:
     if call is None:
         return web.json_response({"error": "unknown call"}, status=404)
     return web.json_response(call.summary())
+
+
+async def sim_totals(request: web.Request) -> web.Response:
+    calls = request.app[SIM].calls.values()
+    return web.json_response({
+        "calls": len(calls),
+        "openSockets": sum(1 for c in calls for ws in c.sockets if not ws.closed),
+        "eventsSent": sum(c.events_sent for c in calls),
+        "ended": sum(1 for c in calls if c.state is CallState.ENDED),
+    })
 
 
 async def sim_list(request: web.Request) -> web.Response:
@@ -439,6 +450,7 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_get("/openai/v1/dashboard/webhook_endpoints", list_webhook_endpoints)
     app.router.add_post("/sim/calls", sim_place)
     app.router.add_get("/sim/calls", sim_list)
+    app.router.add_get("/sim/totals", sim_totals)
     app.router.add_get("/sim/calls/{call_id}", sim_get)
     app.router.add_get("/healthz", _ok)
     return app
