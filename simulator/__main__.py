@@ -97,6 +97,7 @@ def main() -> None:
     load.add_argument("--port", type=int, default=None)
     load.add_argument("--webhook-url", default=None)
     load.add_argument("--dialect", choices=["openai", "azure"], default=None)
+    load.add_argument("--json", default=None, help="also write the summary and every call's measurements here")
     args = parser.parse_args()
     setup_logging(os.environ.get("LOG_FORMAT", "pretty"), os.environ.get("DEBUG_LOGGING") == "1")
     if os.environ.get("SIMULATOR_UVLOOP", "1") == "1":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
 from typing import Any
@@ -87,6 +88,10 @@ async def run_load(args: argparse.Namespace, config: SimConfig) -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         calls, wall = await place_and_wait(app[SIM], args.scenario, args.calls, args.concurrency)
-        print(table(summarize(calls, wall)))
+        summary = summarize(calls, wall)
+        print(table(summary))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump({"summary": summary, "calls": [c.summary() for c in calls]}, fh, indent=1)
     finally:
         await runner.cleanup()

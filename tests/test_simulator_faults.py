@@ -119,3 +119,35 @@ async def test_voice_rejected_entirely_goes_on_without_voice(conn: str) -> None:
         accept = stack.sim.calls[call_id].accept_body or {}
         assert "voice" not in accept and "output" not in accept["audio"]
         assert (await stack.wait_call(call_id))["status"] == "completed"
+
+
+async def test_call_control_status_codes(conn: str) -> None:
+    async with run_stack(conn) as stack:
+        call = stack.sim.new_call(load_scenario("greeting_only").model_copy(update={"hangup": "wait"}))
+        base = f"{stack.sim_url}/v1/realtime/calls/{call.call_id}"
+        auth = {"Authorization": f"Bearer {stack.sim.config.api_key}"}
+        async with stack.http.get(f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}",
+                                  headers=auth) as resp:
+            assert resp.status == 400, "no socket before the accept"
+        async with stack.http.post(f"{base}/accept", data=b"{oops", headers=auth) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
+        async with stack.http.post(f"{base}/accept", json={"model": "x"}, headers=auth) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "type"
+        async with stack.http.post(f"{base}/accept", json={"type": "realtime"}, headers={"Authorization": "Bearer no"}) as resp:
+            assert resp.status == 401
+        async with stack.http.post(f"{base}/accept", json={"type": "realtime"}, headers=auth) as resp:
+            assert resp.status == 200 and await resp.read() == b""
+        async with stack.http.post(f"{base}/accept", json={"type": "realtime"}, headers=auth) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == "call_already_accepted"
+        async with stack.http.post(f"{base}/refer", json={}, headers=auth) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "target_uri"
+        async with stack.http.post(f"{base}/refer", json={"target_uri": "tel:+1", "x": 1}, headers=auth) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == "unknown_parameter"
+        async with stack.http.post(f"{base}/hangup", headers=auth) as resp:
+            assert resp.status == 200
+        for action in ("accept", "hangup", "refer"):
+            async with stack.http.post(f"{base}/{action}", json={"type": "realtime", "target_uri": "tel:+1"},
+                                       headers=auth) as resp:
+                assert resp.status == 404 and (await resp.json())["error"]["code"] == "call_id_not_found"
+        async with stack.http.post(f"{stack.sim_url}/v1/realtime/calls/rtc_unknown/reject", headers=auth) as resp:
+            assert resp.status == 404
