@@ -18,8 +18,9 @@ from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
-from session_host import api, auth, keys
+from session_host import api, auth, dashboard, keys
 from session_host.handoff_routes import take_call
+from session_host.live import LiveFeed
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
 
@@ -57,16 +58,24 @@ def create_app(
         await writer.close()
         await tables.close()
 
+    async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+        feed = LiveFeed(app[keys.TABLES], app[keys.READER], app[keys.STARTED])
+        feed.start()
+        app[keys.LIVE] = feed
+        yield
+        await feed.close()
+
     async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[keys.REGISTRY].close()
 
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
-    app.cleanup_ctx.extend([http_ctx, store_ctx, calls_ctx])
+    app.cleanup_ctx.extend([http_ctx, store_ctx, live_ctx, calls_ctx])
     app.router.add_post("/internal/calls", take_call)
     app.router.add_post("/api/session", auth.create_session)
     app.router.add_delete("/api/session", auth.delete_session)
     api.add_routes(app)
+    dashboard.add_routes(app)
     if not settings.admin_token:
         log.warning("ADMIN_TOKEN is not set: the admin API and dashboard are OPEN to anyone who can reach them")
     return app

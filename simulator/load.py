@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -91,7 +92,7 @@ async def run_load(args: argparse.Namespace, config: SimConfig) -> None:
         summary = summarize(calls, wall)
         print(table(summary))
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump({"summary": summary, "calls": [c.summary() for c in calls]}, fh, indent=1)
+            doc = json.dumps({"summary": summary, "calls": [c.summary() for c in calls]}, indent=1)
+            await asyncio.to_thread(Path(args.json).write_text, doc, encoding="utf-8")
     finally:
         await runner.cleanup()

@@ -1,0 +1,231 @@
+"use strict";
+// The dashboard: one EventSource of table snapshots; everything shown comes from the tables,
+// so any replica serves the same picture. No framework, no build step, no CDN.
+
+const $ = (id) => document.getElementById(id);
+const RECENT_SHOWN = 5;
+let snapshot = null;
+let source = null;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function maskPhone(phone) {
+  if (!phone) return "unknown";
+  const digits = phone.replace(/\D/g, "");
+  return digits.length <= 4 ? phone : "•".repeat(Math.min(digits.length - 4, 7)) + digits.slice(-4);
+}
+
+function fmtDuration(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+function fmtMs(v) { return v === null || v === undefined || v === 0 ? "–" : `${Math.round(v)} ms`; }
+function fmtTime(ms) { return new Date(ms).toLocaleTimeString(); }
+
+function setConn(state, text) {
+  $("conn-dot").className = "dot " + state;
+  $("conn-text").textContent = text;
+}
+
+function renderStats(s, replica) {
+  $("s-active").textContent = s.activeCalls;
+  $("pulse").classList.toggle("on", s.activeCalls > 0);
+  $("s-total").textContent = s.totalCalls;
+  $("s-completed").textContent = s.completedCalls;
+  $("s-failed").textContent = s.failedCalls;
+  $("s-transferred").textContent = s.transferredCalls;
+  $("s-tools").textContent = s.totalToolCalls;
+  $("s-duration").textContent = fmtDuration(s.averageCallDuration);
+  $("s-latency").textContent = fmtMs(s.averageLatencyMs);
+  $("s-p95").textContent = fmtMs(s.p95LatencyMs);
+  $("s-uptime").dataset.start = replica.startTime;
+}
+
+function renderActive(calls) {
+  const list = $("active");
+  list.replaceChildren(...calls.map((c) => el("li", { "data-call": c.callId },
+    el("span", { class: "who", text: maskPhone(c.callerPhone) }),
+    el("span", { class: "dur", "data-start": c.startTime, text: fmtDuration(Date.now() - c.startTime) }),
+    el("span", { class: "sub", text:
+      `${c.status} · ${c.messageCount} messages · tools: ${c.toolCalls.map((t) => t.name).join(", ") || "none"}` }),
+  )));
+  $("active-empty").hidden = calls.length > 0;
+}
+
+function renderTools(byType) {
+  const entries = Object.entries(byType).sort((a, b) => b[1] - a[1]);
+  const total = entries.reduce((n, [, v]) => n + v, 0);
+  $("tools").replaceChildren(...entries.map(([name, count]) => {
+    const pct = total ? Math.round((100 * count) / total) : 0;
+    const fill = el("div", { class: "fill" });
+    fill.style.width = `${pct}%`;
+    return el("li", { "data-tool": name },
+      el("span", { text: name }), el("div", { class: "track" }, fill), el("span", { class: "pct", text: `${count} · ${pct}%` }));
+  }));
+  $("tools-empty").hidden = entries.length > 0;
+}
+
+function renderRecent(calls) {
+  const rows = calls.slice(0, RECENT_SHOWN).map((c) => {
+    const button = el("button", { type: "button", "data-transcript": c.callId, text: "View Transcript" });
+    button.addEventListener("click", () => openTranscript(c.callId, button));
+    const duration = c.duration ?? Date.now() - c.startTime;
+    return el("tr", { class: `row-${c.status}`, "data-call": c.callId },
+      el("td", { text: maskPhone(c.callerPhone) }),
+      el("td", {}, el("span", { class: `badge s-${c.status}`, text: c.status })),
+      el("td", { text: fmtTime(c.startTime) }),
+      el("td", { text: fmtDuration(duration) }),
+      el("td", { text: String(c.toolCalls.length) }),
+      el("td", { class: `sent-${c.sentiment}`, text: c.sentiment }),
+      el("td", { class: "summary", text: c.summary || (c.status === "active" ? "In progress…" : "") }),
+      el("td", {}, button));
+  });
+  $("recent").replaceChildren(...rows);
+  $("recent-empty").hidden = rows.length > 0;
+}
+
+function renderLatency(points) {
+  const svg = $("latency");
+  const ns = "http://www.w3.org/2000/svg";
+  // Draw in the element's own pixel width so points stay round and labels unstretched.
+  const W = Math.max(300, Math.round(svg.getBoundingClientRect().width)), H = 160, pad = 28;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const nodes = [];
+  const maxV = Math.max(500, ...points.map((p) => p.p50));
+  for (const frac of [0.25, 0.5, 0.75]) {
+    const y = H - pad - frac * (H - 2 * pad);
+    const line = document.createElementNS(ns, "line");
+    Object.entries({ x1: pad, x2: W - 4, y1: y, y2: y, class: "grid" }).forEach(([k, v]) => line.setAttribute(k, v));
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", 2); label.setAttribute("y", y + 3);
+    label.textContent = Math.round(frac * maxV);
+    nodes.push(line, label);
+  }
+  if (points.length) {
+    const xs = points.map((_, i) => pad + (points.length === 1 ? 0.5 : i / (points.length - 1)) * (W - pad - 8));
+    const ys = points.map((p) => H - pad - (p.p50 / maxV) * (H - 2 * pad));
+    const poly = document.createElementNS(ns, "polyline");
+    poly.setAttribute("class", "line");
+    poly.setAttribute("points", xs.map((x, i) => `${x},${ys[i]}`).join(" "));
+    nodes.push(poly);
+    xs.forEach((x, i) => {
+      const c = document.createElementNS(ns, "circle");
+      c.setAttribute("cx", x); c.setAttribute("cy", ys[i]); c.setAttribute("r", 3); c.setAttribute("class", "pt");
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${Math.round(points[i].p50)} ms (${fmtTime(points[i].t)})`;
+      c.append(title);
+      nodes.push(c);
+    });
+  }
+  svg.replaceChildren(...nodes);
+}
+
+function render(snap) {
+  snapshot = snap;
+  renderStats(snap.stats, snap.replica);
+  renderActive(snap.active);
+  renderTools(snap.stats.toolCallsByType);
+  renderRecent(snap.recent);
+  renderLatency(snap.latencySeries);
+  tick();
+}
+
+function tick() {
+  for (const node of document.querySelectorAll("[data-start]")) {
+    const start = Number(node.dataset.start);
+    if (node.id === "s-uptime") node.textContent = fmtDuration(Date.now() - start);
+    else node.textContent = fmtDuration(Date.now() - start);
+  }
+}
+
+async function openTranscript(callId, opener) {
+  const dialog = $("transcript");
+  const [callResp, turnsResp] = await Promise.all([
+    fetch(`/api/calls/${encodeURIComponent(callId)}`), fetch(`/api/calls/${encodeURIComponent(callId)}/transcript`)]);
+  if (!callResp.ok || !turnsResp.ok) return;
+  const call = await callResp.json();
+  const { transcript } = await turnsResp.json();
+  const items = [
+    ...transcript.map((t) => ({ t: t.timestamp, kind: t.speaker, turn: t })),
+    ...call.toolCalls.map((tc) => ({ t: tc.timestamp, kind: "tool", tool: tc })),
+  ].sort((a, b) => a.t - b.t);
+  $("t-title").textContent = `Transcript · ${maskPhone(call.callerPhone)}`;
+  $("t-meta").textContent = `${call.status}${call.endReason ? " (" + call.endReason + ")" : ""} · ` +
+    `${fmtDuration(call.duration ?? Date.now() - call.startTime)} · ${call.bargeInEvents} barge-ins · sentiment ${call.sentiment}`;
+  $("t-turns").replaceChildren(...items.map((item) => {
+    if (item.kind === "tool") {
+      const tc = item.tool;
+      return el("li", { class: "tool" }, el("span", { class: "who", text: "tool" }),
+        `${tc.name} · ${tc.success ? "ok" : "failed: " + (tc.error || "error")} · ${tc.duration.toFixed(1)} ms`);
+    }
+    const t = item.turn;
+    const li = el("li", { class: t.speaker }, el("span", { class: "who", text: t.speaker }), t.text);
+    if (t.interrupted) li.append(el("span", { class: "cut", text: "⤫ interrupted (barge-in)" }));
+    return li;
+  }));
+  dialog.returnFocusTo = opener;
+  dialog.showModal();
+  $("t-turns").focus();
+}
+
+function connect() {
+  if (source) source.close();
+  source = new EventSource("/api/events");
+  source.addEventListener("open", () => setConn("on", "live"));
+  source.addEventListener("snapshot", (e) => render(JSON.parse(e.data)));
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // A non-stream answer (e.g. 401 after the cookie expired) ends the stream for good:
+      // find out why, then start over.
+      setConn("off", "disconnected");
+      setTimeout(start, 2000);
+    } else {
+      setConn("", "reconnecting…");
+    }
+  });
+}
+
+async function start() {
+  let resp;
+  try {
+    resp = await fetch("/api/stats");
+  } catch {
+    setConn("off", "server unreachable, retrying");
+    setTimeout(start, 3000);
+    return;
+  }
+  if (resp.status === 401) {
+    setConn("off", "signed out");
+    $("main").hidden = true;
+    $("signin").hidden = false;
+    $("token").focus();
+    return;
+  }
+  $("signin").hidden = true;
+  $("main").hidden = false;
+  connect();
+}
+
+$("signin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const resp = await fetch("/api/session", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: $("token").value }),
+  });
+  if (resp.ok) { $("token").value = ""; $("signin-error").textContent = ""; start(); }
+  else $("signin-error").textContent = "That token was not accepted.";
+});
+$("transcript").addEventListener("close", () => { $("transcript").returnFocusTo?.focus(); });
+setInterval(tick, 1000);
+start();
