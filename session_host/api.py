@@ -25,6 +25,7 @@ async def service_info(request: web.Request) -> web.Response:
         "model": settings.realtime_model,
         "activeCallsHere": len(app[keys.REGISTRY]),
         "capacity": settings.max_calls_per_replica,
+        "liveFeed": {"clients": app[keys.LIVE].clients, "polls": app[keys.LIVE].polls},
         "uptime": now_ms() - app[keys.STARTED],
         "endpoints": ["/dashboard", "/api/stats", "/api/calls", "/api/calls/active", "/api/calls/{callId}",
                       "/api/calls/{callId}/transcript", "/api/events", "/healthz"],

@@ -77,18 +77,22 @@ class LiveFeed:
         self._subscribers.discard(queue)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 await self.poll()
             except Exception as exc:  # the store may be down; dashboards keep the last snapshot
                 log.warning("live feed poll failed: %s", type(exc).__name__)
-            await asyncio.sleep(self.interval)
+            # A fixed cadence: a slow poll shortens the pause instead of stretching the period.
+            await asyncio.sleep(max(0.05, self.interval - (loop.time() - started)))
 
     async def poll(self) -> None:
         self.polls += 1
-        stats = await read_stats(self._tables)
-        active = [c.model_dump(mode="json") for c in await self._reader.list_active()]
-        recent_calls, _ = await self._reader.list_recent(RECENT)
+        # Three independent bounded reads, in parallel: the poll takes the slowest, not the sum.
+        stats, active_calls, (recent_calls, _) = await asyncio.gather(
+            read_stats(self._tables), self._reader.list_active(), self._reader.list_recent(RECENT))
+        active = [c.model_dump(mode="json") for c in active_calls]
         recent = [c.model_dump(mode="json") for c in recent_calls]
         stats["activeCalls"] = len(active)
         # Rollups count a call's tools when it ends; add the live calls' so the chart moves now.

@@ -60,12 +60,14 @@ def table(summary: dict[str, Any]) -> str:
 
 
 async def place_and_wait(sim: Simulator, scenario_name: str, n: int, concurrency: int,
-                         timeout_s: float = 600) -> tuple[list[SimCall], float]:
+                         timeout_s: float = 600, ramp_s: float = 0.0) -> tuple[list[SimCall], float]:
+    """Place `n` calls, at most `concurrency` live at once, arrivals spread evenly over `ramp_s`."""
     scenario = load_scenario(scenario_name)
     sem = asyncio.Semaphore(concurrency)
     calls: list[SimCall] = []
 
-    async def one() -> None:
+    async def one(i: int) -> None:
+        await asyncio.sleep(ramp_s * i / max(n, 1))
         async with sem:
             call = sim.new_call(scenario)
             calls.append(call)
@@ -76,7 +78,7 @@ async def place_and_wait(sim: Simulator, scenario_name: str, n: int, concurrency
                 call.end_reason = "load timeout"
 
     start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(one(i) for i in range(n)))
     return calls, time.perf_counter() - start
 
 

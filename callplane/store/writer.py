@@ -34,6 +34,7 @@ from callplane.store.tables import Tables
 
 log = logging.getLogger(__name__)
 _BATCH = 100  # table transactions hold at most 100 operations
+_PARALLEL = 16  # call-partition transactions in flight at once
 
 
 @dataclass(slots=True)
@@ -153,8 +154,9 @@ class StoreWriter:
         """Write what is due (everything when `force`). True when nothing failed."""
         async with self._lock:
             self.stats.flushes += 1
-            ok = await self._flush_calls(force)
-            ok = await self._flush_index() and ok
+            # The shared index first: it is what dashboards read, and it is one or two requests.
+            ok = await self._flush_index()
+            ok = await self._flush_calls(force) and ok
             ok = await self._flush_rollup() and ok
             return ok
 
@@ -182,22 +184,29 @@ class StoreWriter:
             for cid, p in self._calls.items()
             if force or p.urgent or now - p.since >= self._call_interval
         ]
-        ok = True
-        for call_id in due:
-            pending = self._calls.pop(call_id)
+        batches = {call_id: self._calls.pop(call_id) for call_id in due}
+        # One transaction per call partition, several in flight: with many live calls a serial
+        # loop would hold every other write (and the dashboards) behind it.
+        limit = asyncio.Semaphore(_PARALLEL)
+
+        async def write(call_id: str, pending: _Pending) -> bool:
             ops: list[tuple[Any, ...]] = []
             if pending.call is not None:
                 ops.append(call_operation(pending.call))
             ops.extend(turn_operation(call_id, t) for t in sorted(pending.turns.values(), key=lambda t: t.seq))
-            if await self._submit(self._t.calls, ops):
+            async with limit:
+                return await self._submit(self._t.calls, ops)
+
+        results = await asyncio.gather(*(write(cid, p) for cid, p in batches.items()))
+        for (call_id, pending), stored in zip(batches.items(), results, strict=True):
+            if stored:
                 self._turn_count -= len(pending.turns)
                 if pending.call is not None and pending.call.final:
                     log.info("call record stored (%s)", pending.call.status.value,
                              extra={"cat": "SUCCESS", "call_id": call_id})
             else:
-                ok = False
                 self._merge_back(call_id, pending)
-        return ok
+        return all(results)
 
     def _merge_back(self, call_id: str, failed: _Pending) -> None:
         newer = self._calls.get(call_id)

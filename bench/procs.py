@@ -1,0 +1,62 @@
+"""The system under test as separate processes (as deployed): webhook app and session host run
+from their entry points; the simulator runs in the benchmark's own process and drives them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from simulator.azurite import free_port
+from simulator.server import SIM, SimConfig, Simulator, create_app
+from tests.stack import make_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Deployed:
+    sim: Simulator
+    host_url: str
+    env: dict[str, str]
+
+
+@asynccontextmanager
+async def deployed(conn: str, *, time_scale: float, dialect: str = "azure", **extra: str) -> AsyncIterator[Deployed]:
+    sim_port, fn_port, host_port = free_port(), free_port(), free_port()
+    env = {**os.environ, **make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect=dialect),
+           "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "2", **extra}
+    procs = [subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for m in ("function_app", "session_host")]
+    app = create_app(SimConfig(webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook",
+                               webhook_secret=env["OPENAI_WEBHOOK_SECRET"], api_key=env["OPENAI_API_KEY"],
+                               dialect=dialect, time_scale=time_scale, webhook_retries=1))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", sim_port).start()
+    host_url = f"http://127.0.0.1:{host_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for port in (fn_port, host_port):
+                for _ in range(200):
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.05)
+        yield Deployed(app[SIM], host_url, env)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 30)
+        await runner.cleanup()
