@@ -72,3 +72,21 @@ async def test_api_stats_after_calls(conn: str) -> None:
         assert stats["activeCalls"] == 0
         assert stats["toolCallsByType"] == {"lookup_order": 1, "check_inventory": 1}
         assert stats["latencySamples"] == 3 and stats["p95LatencyMs"] is not None
+
+
+async def test_a_retried_delta_is_counted_once(conn: str) -> None:
+    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
+           "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8]}
+    tables = open_tables(build_settings(Role.SESSION_HOST, env))
+    try:
+        await ensure_tables(tables)
+        delta = call_finished(finished(1, CallStatus.COMPLETED), counted_start=False)
+        await apply_delta(tables, delta)
+        await apply_delta(tables, delta)  # as after a write that timed out but had committed
+        stats = await read_stats(tables)
+        assert stats["totalCalls"] == 1 and stats["completedCalls"] == 1
+        other = call_finished(finished(2, CallStatus.FAILED), counted_start=False)
+        await apply_delta(tables, other)
+        assert (await read_stats(tables))["totalCalls"] == 2
+    finally:
+        await tables.close()

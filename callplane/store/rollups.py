@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ def bucket(latency_ms: float) -> int:
 
 @dataclass(slots=True)
 class RollupDelta:
+    # Applying is idempotent per id: a write that timed out but did commit is not counted twice
+    # when it is retried (the entity remembers the last ids it applied).
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
     counters: dict[str, int] = field(default_factory=dict)
     tools: dict[str, int] = field(default_factory=dict)
     buckets: dict[int, int] = field(default_factory=dict)
@@ -54,6 +58,7 @@ class RollupDelta:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def merge(self, other: RollupDelta) -> None:
+        """Add `other` into this delta (which keeps its id)."""
         for k, v in other.counters.items():
             self.add(k, v)
         for k, v in other.tools.items():
@@ -101,8 +106,16 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, EntityProperty) else value
 
 
+_REMEMBERED = 256  # delta ids kept on the entity; far more than the flushes that can be in doubt
+
+
+def _applied(entity: dict[str, Any]) -> list[str]:
+    return list(json.loads(entity.get("appliedDeltas") or "[]"))
+
+
 def _apply(entity: dict[str, Any], delta: RollupDelta) -> dict[str, Any]:
     out: dict[str, Any] = {"PartitionKey": PK, "RowKey": RK}
+    out["appliedDeltas"] = json.dumps((_applied(entity) + [delta.id])[-_REMEMBERED:])
     for name in _COUNTERS:
         out[name] = _int64(int(_plain(entity.get(name, 0)) or 0) + delta.counters.get(name, 0))
     tools: dict[str, int] = json.loads(entity.get("toolCallsByType") or "{}")
@@ -124,6 +137,8 @@ async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20) ->
     for _ in range(attempts):
         try:
             current = await tables.rollups.get_entity(PK, RK)
+            if delta.id in _applied(dict(current)):
+                return conflicts  # an earlier try committed after all
         except ResourceNotFoundError:
             try:
                 await tables.rollups.create_entity(_apply({}, delta))

@@ -77,6 +77,7 @@ class StoreWriter:
         self._backoff = 0.0
         self._turn_count = 0
         self._rollup = RollupDelta()
+        self._rollup_in_doubt: RollupDelta | None = None
         self.stats = WriterStats()
 
     # --- producer side (never awaits) ---------------------------------------------------
@@ -112,7 +113,7 @@ class StoreWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._calls) + len(self._index) + bool(self._rollup)
+        return len(self._calls) + len(self._index) + bool(self._rollup) + (self._rollup_in_doubt is not None)
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,20 +162,22 @@ class StoreWriter:
             return ok
 
     async def _flush_rollup(self) -> bool:
-        if not self._rollup:
-            return True
-        delta, self._rollup = self._rollup, RollupDelta()
+        # A delta whose write failed may still have committed, so it is retried unchanged (its id
+        # makes the retry a no-op if so); newer counts wait in `_rollup` until it is settled.
+        if self._rollup_in_doubt is None:
+            if not self._rollup:
+                return True
+            self._rollup_in_doubt, self._rollup = self._rollup, RollupDelta()
         try:
             self.stats.requests += 2  # a read and a conditional write
-            conflicts = await apply_delta(self._t, delta)
+            conflicts = await apply_delta(self._t, self._rollup_in_doubt)
             self.stats.requests += 2 * conflicts
             self.stats.rollup_conflicts += conflicts
+            self._rollup_in_doubt = None
             return True
         except (TimeoutError, AzureError, OSError) as exc:
             self.stats.failures += 1
             log.warning("rollup update failed, will retry: %s", type(exc).__name__)
-            delta.merge(self._rollup)
-            self._rollup = delta
             return False
 
     async def _flush_calls(self, force: bool) -> bool:
