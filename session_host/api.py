@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from callplane.clock import now_ms
@@ -26,6 +28,7 @@ async def service_info(request: web.Request) -> web.Response:
         "activeCallsHere": len(app[keys.REGISTRY]),
         "capacity": settings.max_calls_per_replica,
         "liveFeed": {"clients": app[keys.LIVE].clients, "polls": app[keys.LIVE].polls},
+        "store": dataclasses.asdict(app[keys.WRITER].stats),
         "uptime": now_ms() - app[keys.STARTED],
         "endpoints": ["/dashboard", "/api/stats", "/api/calls", "/api/calls/active", "/api/calls/{callId}",
                       "/api/calls/{callId}/transcript", "/api/events", "/healthz"],

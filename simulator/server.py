@@ -122,6 +122,7 @@ class Simulator:
             return
         call.state = CallState.ENDED
         call.end_reason = call.end_reason or reason
+        call.mark("ended")
         call.ended.set()
         for ws in list(call.sockets):
             if not ws.closed:
