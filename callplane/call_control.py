@@ -9,6 +9,7 @@ Raw aiohttp rather than the openai SDK: the SDK sends `Authorization: Bearer` fo
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -36,10 +37,41 @@ class CallControlError(Exception):
         return self.status == 404 or self.code == "call_id_not_found"
 
 
-def auth_headers(settings: Settings) -> dict[str, str]:
-    if settings.dialect is Dialect.AZURE:
-        return {"api-key": settings.openai_api_key}
-    return {"Authorization": f"Bearer {settings.openai_api_key}"}
+COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+class RealtimeAuth:
+    """Headers for call control and the control socket.
+
+    Azure with a key: `api-key`. Azure without a key: a Microsoft Entra token for the managed
+    identity (role Cognitive Services OpenAI User), cached until five minutes before it expires.
+    OpenAI: `Authorization: Bearer <key>`.
+    """
+
+    def __init__(self, settings: Settings, credential: Any = None) -> None:
+        self._settings = settings
+        self._credential = credential
+        self._token: str = ""
+        self._expires = 0.0
+
+    async def headers(self) -> dict[str, str]:
+        s = self._settings
+        if s.dialect is Dialect.OPENAI:
+            return {"Authorization": f"Bearer {s.openai_api_key}"}
+        if s.openai_api_key:
+            return {"api-key": s.openai_api_key}
+        if time.time() > self._expires - 300:
+            if self._credential is None:
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential()
+            token = await self._credential.get_token(COGNITIVE_SCOPE)
+            self._token, self._expires = token.token, float(token.expires_on)
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def close(self) -> None:
+        if self._credential is not None and hasattr(self._credential, "close"):
+            await self._credential.close()
 
 
 def socket_url(settings: Settings, call_id: str) -> str:
@@ -49,14 +81,16 @@ def socket_url(settings: Settings, call_id: str) -> str:
 class CallControl:
     """Thin client over one shared aiohttp session; construction has no side effects."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings, timeout_s: float = 8.0) -> None:
+    def __init__(self, http: aiohttp.ClientSession, settings: Settings, auth: RealtimeAuth | None = None,
+                 timeout_s: float = 8.0) -> None:
         self._http = http
         self._settings = settings
+        self.auth = auth or RealtimeAuth(settings)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def _post(self, call_id: str, action: str, body: dict[str, Any] | None) -> None:
         url = f"{self._settings.call_control_base}/{quote(call_id, safe='')}/{action}"
-        headers = auth_headers(self._settings)
+        headers = await self.auth.headers()
         try:
             async with self._http.post(url, json=body, headers=headers, timeout=self._timeout) as resp:
                 if resp.status < 300:

@@ -144,8 +144,10 @@ class Settings(BaseSettings):
             )
         if self.test_mode and in_azure:
             raise ConfigError("TEST_MODE", "signature checks cannot be switched off when running in Azure")
-        if role in (Role.FUNCTION_APP, Role.SESSION_HOST) and not self.openai_api_key:
-            raise ConfigError("OPENAI_API_KEY", "is required")
+        # Azure without a key uses the managed identity (Entra token); OpenAI always needs the key.
+        if role in (Role.FUNCTION_APP, Role.SESSION_HOST) and not self.openai_api_key \
+                and self.dialect is Dialect.OPENAI:
+            raise ConfigError("OPENAI_API_KEY", "is required with the openai dialect")
         if role is Role.FUNCTION_APP:
             if not self.test_mode or self.openai_webhook_secret:
                 if not self.openai_webhook_secret:

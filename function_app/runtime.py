@@ -43,6 +43,7 @@ async def open_deps(settings: Settings) -> WebhookDeps:
 
 
 async def close_deps(deps: WebhookDeps) -> None:
+    await deps.control.auth.close()
     await deps.http.close()
     await deps.tables.close()
 

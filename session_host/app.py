@@ -43,6 +43,7 @@ def create_app(
         app[keys.HTTP] = http
         app[keys.CONTROL] = CallControl(http, settings)
         yield
+        await app[keys.CONTROL].auth.close()
         await http.close()
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import aiohttp
 
 from callplane import prompts
-from callplane.call_control import CallControl, CallControlError, auth_headers, socket_url
+from callplane.call_control import CallControl, CallControlError, socket_url
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
 from callplane.logs import boxed
@@ -160,7 +160,7 @@ class CallSession:
         url = socket_url(self.settings, self.req.callId)
         try:
             ws = await self.http.ws_connect(
-                url, headers=auth_headers(self.settings), heartbeat=20.0, max_msg_size=16 * 1024 * 1024,
+                url, headers=await self.control.auth.headers(), heartbeat=20.0, max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
             )
         except aiohttp.WSServerHandshakeError as exc:

@@ -370,6 +370,18 @@ async def create_webhook_endpoint(request: web.Request) -> web.Response:
     return web.json_response({**endpoint, "signing_secret": secret})
 
 
+async def delete_webhook_endpoint(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.headers.get("api-key", "") != sim.config.api_key:
+        return _err(401, "Access denied due to invalid subscription key.", "401")
+    before = len(sim.config.webhook_endpoints)
+    sim.config.webhook_endpoints[:] = [e for e in sim.config.webhook_endpoints
+                                       if e["id"] != request.match_info["endpoint_id"]]
+    if len(sim.config.webhook_endpoints) == before:
+        return _err(404, "Webhook endpoint not found.", "not_found")
+    return web.json_response({"id": request.match_info["endpoint_id"], "deleted": True})
+
+
 async def list_webhook_endpoints(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     if request.headers.get("api-key", "") != sim.config.api_key:
@@ -449,6 +461,7 @@ def create_app(config: SimConfig) -> web.Application:
         app.router.add_get(prefix + "/v1/realtime", control_socket)
     app.router.add_post("/openai/v1/dashboard/webhook_endpoints", create_webhook_endpoint)
     app.router.add_get("/openai/v1/dashboard/webhook_endpoints", list_webhook_endpoints)
+    app.router.add_delete("/openai/v1/dashboard/webhook_endpoints/{endpoint_id}", delete_webhook_endpoint)
     app.router.add_post("/sim/calls", sim_place)
     app.router.add_get("/sim/calls", sim_list)
     app.router.add_get("/sim/totals", sim_totals)

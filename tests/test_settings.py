@@ -43,7 +43,7 @@ def test_dialect_is_derived_from_the_base_host() -> None:
         ({"SESSION_HOST_URL": ""}, "SESSION_HOST_URL"),
         ({"SESSION_HOST_URL": "ftp://x"}, "SESSION_HOST_URL"),
         ({"STORAGE_CONNECTION_STRING": ""}, "STORAGE_CONNECTION_STRING"),
-        ({"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
+        ({"OPENAI_API_KEY": "", "REALTIME_DIALECT": "openai"}, "OPENAI_API_KEY"),
         ({"PORT": "70000"}, "PORT"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"REALTIME_DIALECT": "gcp"}, "REALTIME_DIALECT"),
@@ -91,3 +91,30 @@ def test_env_example_documents_every_setting() -> None:
                   if line and not line.startswith("#")}
     aliases = {str(field.alias) for field in Settings.model_fields.values()}
     assert aliases <= documented, aliases - documented
+
+
+async def test_azure_without_a_key_uses_an_entra_token() -> None:
+    from callplane.call_control import COGNITIVE_SCOPE, RealtimeAuth
+
+    class Token:
+        def __init__(self, value: str) -> None:
+            self.token, self.expires_on = value, 10**10
+
+    class Credential:  # the azure-identity credential protocol: get_token(scope)
+        def __init__(self) -> None:
+            self.scopes: list[str] = []
+
+        async def get_token(self, scope: str) -> Token:
+            self.scopes.append(scope)
+            return Token(f"tok{len(self.scopes)}")
+
+    settings = build_settings(Role.SESSION_HOST, base_env(OPENAI_API_KEY="", OPENAI_BASE="https://r.openai.azure.com/openai"))
+    cred = Credential()
+    auth = RealtimeAuth(settings, cred)
+    assert await auth.headers() == {"Authorization": "Bearer tok1"}
+    assert await auth.headers() == {"Authorization": "Bearer tok1"}, "cached until near expiry"
+    assert cred.scopes == [COGNITIVE_SCOPE]
+    keyed = build_settings(Role.SESSION_HOST, base_env(OPENAI_BASE="https://r.openai.azure.com/openai"))
+    assert await RealtimeAuth(keyed).headers() == {"api-key": "k"}
+    openai = build_settings(Role.SESSION_HOST, base_env())
+    assert await RealtimeAuth(openai).headers() == {"Authorization": "Bearer k"}

@@ -1,0 +1,187 @@
+param environmentName string
+param appName string
+param location string
+param tags object
+param exists bool
+param identityId string
+param identityClientId string
+param registryServer string
+param logAnalyticsName string
+param appInsightsConnectionString string
+param keyVaultUri string
+param tableEndpoint string
+param openAiBase string
+param realtimeWsBase string
+param realtimeModel string
+param realtimeVoice string
+param sipTargetUri string
+param useOpenAiKey bool
+param minReplicas int
+param maxReplicas int
+param maxCallsPerReplica int
+
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: logAnalyticsName
+}
+
+resource env 'Microsoft.App/managedEnvironments@2024-03-01' = {
+  name: environmentName
+  location: location
+  tags: tags
+  properties: {
+    appLogsConfiguration: {
+      destination: 'log-analytics'
+      logAnalyticsConfiguration: {
+        customerId: logs.properties.customerId
+        sharedKey: logs.listKeys().primarySharedKey
+      }
+    }
+    zoneRedundant: false
+  }
+}
+
+module fetchImage 'fetch-image.bicep' = {
+  name: '${appName}-image'
+  params: {
+    exists: exists
+    name: appName
+  }
+}
+
+var keySecret = [
+  {
+    name: 'openai-api-key'
+    keyVaultUrl: '${keyVaultUri}secrets/openai-api-key'
+    identity: identityId
+  }
+]
+var keyEnv = [
+  { name: 'OPENAI_API_KEY', secretRef: 'openai-api-key' }
+]
+var placeholder = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
+
+resource app 'Microsoft.App/containerApps@2024-03-01' = {
+  name: appName
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'session_host'
+  })
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    managedEnvironmentId: env.id
+    configuration: {
+      // Single revision: a new revision takes traffic once ready; the old one's replicas get
+      // SIGTERM and hand their live calls over (terminationGracePeriodSeconds below).
+      activeRevisionsMode: 'Single'
+      ingress: {
+        external: true
+        targetPort: 8000
+        transport: 'auto'
+        allowInsecure: false
+      }
+      registries: [
+        {
+          server: registryServer
+          identity: identityId
+        }
+      ]
+      // Key Vault references resolved with the user-assigned identity; values never in the template.
+      secrets: concat(useOpenAiKey ? keySecret : [], [
+        {
+          name: 'handoff-secret'
+          keyVaultUrl: '${keyVaultUri}secrets/handoff-secret'
+          identity: identityId
+        }
+        {
+          name: 'admin-token'
+          keyVaultUrl: '${keyVaultUri}secrets/admin-token'
+          identity: identityId
+        }
+      ])
+    }
+    template: {
+      terminationGracePeriodSeconds: 600
+      containers: [
+        {
+          name: 'session-host'
+          image: empty(fetchImage.outputs.image) ? placeholder : fetchImage.outputs.image
+          resources: {
+            cpu: json('1.0')
+            memory: '2Gi'
+          }
+          env: concat(useOpenAiKey ? keyEnv : [], [
+            { name: 'PORT', value: '8000' }
+            { name: 'AZURE_CLIENT_ID', value: identityClientId }
+            { name: 'STORAGE_TABLE_ENDPOINT', value: tableEndpoint }
+            { name: 'OPENAI_BASE', value: openAiBase }
+            { name: 'REALTIME_WS_BASE', value: realtimeWsBase }
+            { name: 'REALTIME_DIALECT', value: 'azure' }
+            { name: 'REALTIME_MODEL', value: realtimeModel }
+            { name: 'REALTIME_VOICE', value: realtimeVoice }
+            { name: 'SIP_TARGET_URI', value: sipTargetUri }
+            { name: 'MAX_CALLS_PER_REPLICA', value: string(maxCallsPerReplica) }
+            { name: 'SHUTDOWN_GRACE_SECONDS', value: '570' }
+            { name: 'LOG_FORMAT', value: 'json' }
+            { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+            { name: 'HANDOFF_SECRET', secretRef: 'handoff-secret' }
+            { name: 'ADMIN_TOKEN', secretRef: 'admin-token' }
+          ])
+          probes: [
+            {
+              type: 'Liveness'
+              httpGet: {
+                path: '/healthz'
+                port: 8000
+              }
+              periodSeconds: 10
+              failureThreshold: 3
+            }
+            {
+              type: 'Readiness'
+              httpGet: {
+                path: '/healthz'
+                port: 8000
+              }
+              periodSeconds: 5
+              failureThreshold: 3
+            }
+          ]
+        }
+      ]
+      scale: {
+        minReplicas: minReplicas
+        maxReplicas: maxReplicas
+        // Calls are held WebSockets that this app opens outward: the HTTP-concurrency rule never
+        // sees them (it counts inbound requests). Scale on the calls themselves instead: every
+        // replica publishes its live-call gauge (voice.active_calls) to Application Insights each
+        // minute, and KEDA's azure-app-insights scaler sums it, one replica per 70% of capacity.
+        // This cannot be exercised without Azure; see docs/deploy.md.
+        rules: [
+          {
+            name: 'live-calls'
+            custom: {
+              type: 'azure-app-insights'
+              identity: identityId
+              metadata: {
+                metricId: 'customMetrics/voice.active_calls'
+                metricAggregationTimespan: '0:1'
+                metricAggregationType: 'sum'
+                targetValue: string(maxCallsPerReplica * 7 / 10)
+                applicationInsightsId: appInsightsConnectionString
+                tenantId: tenant().tenantId
+              }
+            }
+          }
+        ]
+      }
+    }
+  }
+}
+
+output name string = app.name
+output url string = 'https://${app.properties.configuration.ingress.fqdn}'
