@@ -21,6 +21,7 @@ import asyncio
 import time
 
 import aiohttp
+from azure.core.exceptions import AzureError
 
 from bench.procs import deployed
 from callplane.clock import now_ms, percentile
@@ -59,8 +60,16 @@ async def seed(env: dict[str, str], n: int, records: int) -> float:
 
         async def submit(client: object, ops: list[tuple[object, ...]]) -> None:
             async with sem:
-                # Seeding batches into a growing partition are slow on Azurite: wait for them.
-                await client.submit_transaction(ops, read_timeout=300)  # type: ignore[attr-defined]
+                # Seeding batches into a growing partition are slow on Azurite: wait for them, and
+                # retry (upserts are idempotent) when Azurite drops an idle keep-alive connection.
+                for attempt in range(5):
+                    try:
+                        await client.submit_transaction(ops, read_timeout=300)  # type: ignore[attr-defined]
+                        return
+                    except AzureError:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(0.5 * (attempt + 1))
 
         index_ops = [op for c in calls for pk, op in index_upserts(c)]
         jobs = [submit(tables.callindex, index_ops[i:i + 100]) for i in range(0, len(index_ops), 100)]
