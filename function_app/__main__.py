@@ -18,6 +18,7 @@ from aiohttp import web
 from callplane.bodies import read_limited
 from callplane.logs import setup_logging
 from callplane.settings import Role, Settings, load_settings
+from callplane.telemetry import Telemetry
 from function_app import app as function_app
 from function_app.runtime import close_deps, install, open_deps
 
@@ -60,11 +61,11 @@ def _adapt(handler: FunctionHandler) -> Callable[[web.Request], Awaitable[web.St
     return view
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, telemetry: Telemetry | None = None) -> web.Application:
     application = web.Application(client_max_size=MAX_BODY)
 
     async def deps_ctx(_: web.Application) -> AsyncIterator[None]:
-        deps = await open_deps(settings)
+        deps = await open_deps(settings, telemetry)
         install(deps)
         yield
         await close_deps(deps)

@@ -16,6 +16,7 @@ import aiohttp
 from callplane.call_control import CallControl
 from callplane.settings import ConfigError, Role, Settings, build_settings
 from callplane.store.tables import ensure_tables, open_tables
+from callplane.telemetry import Telemetry, configure
 from function_app.webhook import WebhookDeps
 
 log = logging.getLogger("function_app")
@@ -31,7 +32,10 @@ class _Holder:
 _holder = _Holder()
 
 
-async def open_deps(settings: Settings) -> WebhookDeps:
+async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> WebhookDeps:
+    if telemetry is None:
+        configure(settings.applicationinsights_connection_string, "webhook")
+        telemetry = Telemetry()
     http = aiohttp.ClientSession()
     tables = open_tables(settings)
     try:
@@ -39,7 +43,8 @@ async def open_deps(settings: Settings) -> WebhookDeps:
     except Exception:
         # The store may be briefly down at start: dedupe then answers 503 and the service retries.
         log.warning("could not create tables at start-up; will use them as they come back")
-    return WebhookDeps(settings=settings, http=http, control=CallControl(http, settings), tables=tables)
+    return WebhookDeps(settings=settings, http=http, control=CallControl(http, settings), tables=tables,
+                       telemetry=telemetry)
 
 
 async def close_deps(deps: WebhookDeps) -> None:

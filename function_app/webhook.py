@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from azure.core.exceptions import AzureError
 from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from callplane import signing
@@ -31,6 +32,7 @@ from callplane.settings import Settings
 from callplane.store.models import CallStatus
 from callplane.store.records import claim_webhook, record_unhandled_call, release_webhook
 from callplane.store.tables import Tables
+from callplane.telemetry import Telemetry
 
 log = logging.getLogger("function_app.webhook")
 
@@ -52,6 +54,7 @@ class WebhookDeps:
     http: aiohttp.ClientSession
     control: CallControl
     tables: Tables
+    telemetry: Telemetry
 
 
 def _matches(patterns: str, phone: str | None) -> bool:
@@ -68,6 +71,21 @@ def admitted(settings: Settings, phone: str | None) -> bool:
 
 
 async def handle_webhook(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) -> Reply:
+    tel = deps.telemetry
+    with tel.tracer.start_as_current_span("webhook", kind=SpanKind.SERVER) as span:
+        reply = await _handle(body, headers, deps)
+        span.set_attribute("http.status_code", reply.status)
+        outcome = next(iter(reply.body), "ok")
+        span.set_attribute("webhook.outcome", outcome)
+        if "callId" in reply.body:
+            span.set_attribute("call.id", str(reply.body["callId"]))
+        tel.webhook_outcomes.add(1, {"status": reply.status, "outcome": outcome})
+        if reply.status >= 500:
+            tel.errors.add(1, {"where": "webhook"})
+        return reply
+
+
+async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) -> Reply:
     received_ms = now_ms()
     settings = deps.settings
     if len(body) > MAX_BODY:
@@ -131,6 +149,12 @@ async def handle_webhook(body: bytes, headers: Mapping[str, str], deps: WebhookD
 
 async def _accept(deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any]) -> Reply | None:
     """Accept with the voice fallback chain; a Reply means "stop here and answer this"."""
+    with deps.telemetry.tracer.start_as_current_span("accept"):
+        return await _accept_with_fallback(deps, call_id, webhook_id, extra)
+
+
+async def _accept_with_fallback(deps: WebhookDeps, call_id: str, webhook_id: str,
+                                extra: dict[str, Any]) -> Reply | None:
     mode: VoiceMode | None = VoiceMode.AUDIO_OUTPUT
     while mode is not None:
         try:
@@ -165,6 +189,13 @@ async def _release(deps: WebhookDeps, webhook_id: str) -> None:
 
 
 async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool:
+    with deps.telemetry.tracer.start_as_current_span("handoff") as span:
+        taken = await _post_handoff(deps, req, extra)
+        span.set_attribute("handoff.taken", taken)
+        return taken
+
+
+async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool:
     settings = deps.settings
     url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
     body = req.body()
@@ -173,6 +204,7 @@ async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any
     while time.monotonic() < deadline:
         attempt += 1
         headers = {"content-type": "application/json", **signing.sign_headers(settings.handoff_secret, body)}
+        deps.telemetry.inject(headers)  # traceparent: the session host continues this trace
         try:
             timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
             async with deps.http.post(url, data=body, headers=headers, timeout=timeout) as resp:

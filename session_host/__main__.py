@@ -10,6 +10,7 @@ from aiohttp import web
 
 from callplane.logs import setup_logging
 from callplane.settings import Role, load_settings
+from callplane.telemetry import configure
 from session_host import keys
 from session_host.app import create_app
 
@@ -19,6 +20,7 @@ log = logging.getLogger("session_host")
 async def serve() -> None:
     settings = load_settings(Role.SESSION_HOST)
     setup_logging(settings.log_format, settings.debug_logging)
+    configure(settings.applicationinsights_connection_string, "session_host")
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()

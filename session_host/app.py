@@ -18,6 +18,7 @@ from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
+from callplane.telemetry import Telemetry
 from session_host import api, auth, dashboard, keys
 from session_host.handoff_routes import take_call
 from session_host.live import LiveFeed
@@ -28,7 +29,8 @@ log = logging.getLogger("session_host")
 
 
 def create_app(
-    settings: Settings, options: SessionOptions | None = None, replica: str | None = None
+    settings: Settings, options: SessionOptions | None = None, replica: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[auth.admin_auth], client_max_size=1024 * 1024)
     app[keys.SETTINGS] = settings
@@ -36,7 +38,9 @@ def create_app(
     app[keys.REPLICA] = replica or os.environ.get("CONTAINER_APP_REPLICA_NAME") or (
         f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     app[keys.STARTED] = now_ms()
-    app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
+    registry = app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
+    app[keys.TELEMETRY] = telemetry or Telemetry()
+    app[keys.TELEMETRY].observe_active_calls(lambda: len(registry))
 
     async def http_ctx(app: web.Application) -> AsyncIterator[None]:
         http = aiohttp.ClientSession()

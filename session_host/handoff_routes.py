@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from callplane import signing
 from callplane.bodies import read_limited
 from callplane.handoff import HandoffRequest
+from callplane.telemetry import Telemetry
 from session_host import keys
 from session_host.session import CallSession
 
@@ -47,6 +48,8 @@ async def take_call(request: web.Request) -> web.Response:
         writer=app[keys.WRITER],
         replica=app[keys.REPLICA],
         options=app[keys.OPTIONS],
+        telemetry=app[keys.TELEMETRY],
+        trace_context=Telemetry.extract(request.headers),
     )
     registry.start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})

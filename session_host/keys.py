@@ -10,6 +10,7 @@ from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.tables import Tables
 from callplane.store.writer import StoreWriter
+from callplane.telemetry import Telemetry
 from session_host.live import LiveFeed
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
@@ -25,3 +26,4 @@ OPTIONS = web.AppKey("session_options", SessionOptions)
 REPLICA = web.AppKey("replica", str)
 STARTED = web.AppKey("started_ms", int)
 LIVE = web.AppKey("live", LiveFeed)
+TELEMETRY = web.AppKey("telemetry", Telemetry)

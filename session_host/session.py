@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from callplane import prompts
 from callplane.call_control import CallControl, CallControlError, socket_url
@@ -26,6 +28,7 @@ from callplane.settings import Settings
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
 from callplane.store.rollups import call_finished, call_started
 from callplane.store.writer import StoreWriter
+from callplane.telemetry import Telemetry
 from callplane.tools import TOOLS, Action, ToolContext
 from session_host import insights
 from session_host.tools_runner import ToolOutcome, run_tool
@@ -69,7 +72,11 @@ class CallSession:
         replica: str,
         options: SessionOptions | None = None,
         on_finish: Callable[[CallSession], Awaitable[None]] | None = None,
+        telemetry: Telemetry | None = None,
+        trace_context: Context | None = None,
     ) -> None:
+        self.telemetry = telemetry or Telemetry()
+        self.trace_context = trace_context
         self.req = req
         self.settings = settings
         self.http = http
@@ -118,6 +125,17 @@ class CallSession:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
+        tracer = self.telemetry.tracer
+        with tracer.start_as_current_span("call", context=self.trace_context, kind=SpanKind.SERVER,
+                                          attributes={"call.id": self.req.callId}) as span:
+            await self._run()
+            span.set_attribute("call.status", self.call.status.value)
+            span.set_attribute("call.end_reason", self.call.endReason or "")
+            if self.call.status is CallStatus.FAILED:
+                span.set_status(Status(StatusCode.ERROR, self.call.endReason or "failed"))
+
+    async def _run(self) -> None:
+        self.telemetry.calls_started.add(1)
         self.writer.put_call(self.call, urgent=True)
         self.writer.put_rollup(call_started())
         status, reason = CallStatus.COMPLETED, "caller hung up"
@@ -274,6 +292,7 @@ class CallSession:
             latency = round((time.monotonic() - self._speech_stopped_at) * 1000, 1)
             self._speech_stopped_at = None
             self.call.latencies.append(latency)
+            self.telemetry.turn_latency.record(latency)
             log.info("turn latency %.0f ms", latency, extra={"cat": "INFO", "call_id": self.req.callId})
 
     def _on_transcript_delta(self, event: Event) -> None:
@@ -377,7 +396,12 @@ class CallSession:
                 await self._send_output(call_id, {"error": "not_executed",
                                                   "reason": "the caller interrupted; confirm before retrying"})
                 continue
-            outcome = await run_tool(name, arguments, ctx)
+            with self.telemetry.tracer.start_as_current_span("tool", attributes={"tool.name": name}) as span:
+                outcome = await run_tool(name, arguments, ctx)
+                span.set_attribute("tool.success", outcome.success)
+                if not outcome.success:
+                    span.set_status(Status(StatusCode.ERROR, outcome.error or "error"))
+            self.telemetry.tool_duration.record(outcome.duration_ms, {"tool": name, "success": outcome.success})
             self._record_tool(outcome)
             await self._send_output(call_id, outcome.output)
             if outcome.follow_up:

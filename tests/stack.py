@@ -16,6 +16,7 @@ from aiohttp import web
 
 from callplane.settings import Role, Settings, build_settings
 from callplane.signing import new_secret
+from callplane.telemetry import Telemetry
 from function_app.__main__ import build_app as build_function_app
 from session_host.app import create_app as create_session_host
 from session_host.session import SessionOptions
@@ -86,7 +87,8 @@ def make_env(conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect:
 
 @asynccontextmanager
 async def run_stack(conn: str, *, dialect: str = "openai", time_scale: float = 20.0,
-                    options: SessionOptions | None = None, **overrides: str) -> AsyncIterator[Stack]:
+                    options: SessionOptions | None = None, telemetry: Telemetry | None = None,
+                    **overrides: str) -> AsyncIterator[Stack]:
     sim_port, fn_port, host_port = free_port(), free_port(), free_port()
     env = make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect=dialect, **overrides)
     fn_settings = build_settings(Role.FUNCTION_APP, env)
@@ -96,10 +98,10 @@ async def run_stack(conn: str, *, dialect: str = "openai", time_scale: float = 2
         api_key=env["OPENAI_API_KEY"], dialect=dialect, time_scale=time_scale, webhook_retries=1,
     ))
     host_app = create_session_host(host_settings, options or SessionOptions(
-        reconnect_base_s=0.05, silence_timeout_s=60, wrap_up_s=1.0))
+        reconnect_base_s=0.05, silence_timeout_s=60, wrap_up_s=1.0), telemetry=telemetry)
     runners: list[web.AppRunner] = []
     try:
-        for app, port in ((sim_app, sim_port), (build_function_app(fn_settings), fn_port), (host_app, host_port)):
+        for app, port in ((sim_app, sim_port), (build_function_app(fn_settings, telemetry), fn_port), (host_app, host_port)):
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
