@@ -90,10 +90,11 @@ async def test_bad_tool_arguments_get_a_structured_error(conn: str) -> None:
 
 async def test_barge_in_is_counted_and_the_turn_marked(conn: str) -> None:
     summary, call, transcript = await run(conn, "barge_in")
-    assert call["bargeInEvents"] == 1
-    assert call["userSpeechEvents"] == 3
+    context = (call, transcript, summary["transcript"])
+    assert call["bargeInEvents"] == 1, context
+    assert call["userSpeechEvents"] == 3, context
     interrupted = [t for t in transcript if t["interrupted"]]
-    assert len(interrupted) == 1
+    assert len(interrupted) == 1, context
     full = "We have the Summit Jacket, which is our warmest winter shell"
     assert interrupted[0]["text"] and full.startswith(interrupted[0]["text"][:20])
     assert len(interrupted[0]["text"]) < 190  # only what was streamed before the barge-in
