@@ -8,7 +8,7 @@ from aiohttp import web
 
 from callplane.clock import now_ms
 from callplane.store.rollups import read_stats
-from session_host import keys, openapi
+from session_host import health, keys, openapi
 
 MAX_LIMIT = 200
 
@@ -29,6 +29,12 @@ async def service_info(request: web.Request) -> web.Response:
         "capacity": settings.max_calls_per_replica,
         "liveFeed": {"clients": app[keys.LIVE].clients, "polls": app[keys.LIVE].polls},
         "store": dataclasses.asdict(app[keys.WRITER].stats),
+        "process": {
+            "loopLagP99Ms": app[keys.LOOP].p99(),
+            "rssBytes": health.rss_bytes(),
+            "cpuSeconds": round(health.cpu_seconds(), 3),
+            "serverEvents": app[keys.OPTIONS].counters.server_events,
+        },
         "uptime": now_ms() - app[keys.STARTED],
         "endpoints": ["/dashboard", "/api/stats", "/api/calls", "/api/calls/active", "/api/calls/{callId}",
                       "/api/calls/{callId}/transcript", "/api/events", "/healthz"],
@@ -92,7 +98,14 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
 
 
+async def reset_loop_lag(request: web.Request) -> web.Response:
+    """Start a fresh loop-lag window (benchmarks measure a run, not the start-up)."""
+    request.app[keys.LOOP].reset()
+    return web.json_response({"ok": True})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/diagnostics/loop-lag/reset", reset_loop_lag)
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", service_info)

@@ -3,6 +3,7 @@ cleanup_ctx generator, created and closed side by side."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
 from session_host import api, auth, dashboard, keys
 from session_host.handoff_routes import take_call
+from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
@@ -70,12 +72,19 @@ def create_app(
         yield
         await feed.close()
 
+    async def loop_ctx(app: web.Application) -> AsyncIterator[None]:
+        monitor = app[keys.LOOP] = LoopMonitor()
+        task = asyncio.create_task(monitor.run(), name="loop-monitor")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[keys.REGISTRY].close()
 
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
-    app.cleanup_ctx.extend([http_ctx, store_ctx, live_ctx, calls_ctx])
+    app.cleanup_ctx.extend([loop_ctx, http_ctx, store_ctx, live_ctx, calls_ctx])
     app.router.add_post("/internal/calls", take_call)
     app.router.add_post("/api/session", auth.create_session)
     app.router.add_delete("/api/session", auth.delete_session)

@@ -11,6 +11,7 @@ from callplane.store.calls import CallReader
 from callplane.store.tables import Tables
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
+from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
@@ -27,3 +28,4 @@ REPLICA = web.AppKey("replica", str)
 STARTED = web.AppKey("started_ms", int)
 LIVE = web.AppKey("live", LiveFeed)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+LOOP = web.AppKey("loop_monitor", LoopMonitor)

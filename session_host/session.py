@@ -31,6 +31,7 @@ from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
 from callplane.tools import TOOLS, Action, ToolContext
 from session_host import insights
+from session_host.health import HostCounters
 from session_host.tools_runner import ToolOutcome, run_tool
 
 log = logging.getLogger("session_host.session")
@@ -58,6 +59,7 @@ class SessionOptions:
     reconnect_base_s: float = 0.2
     silence_timeout_s: float = 120.0
     wrap_up_s: float = 10.0
+    counters: HostCounters = field(default_factory=HostCounters)
 
 
 class CallSession:
@@ -233,6 +235,7 @@ class CallSession:
 
     # --- event table -------------------------------------------------------------------------
     def _dispatch(self, raw: str) -> None:
+        self.opts.counters.server_events += 1
         try:
             event = json.loads(raw)
             etype = event["type"]

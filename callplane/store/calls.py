@@ -42,11 +42,13 @@ def turn_rk(seq: int) -> str:
     return f"t{seq:06d}"
 
 
-def index_upserts(call: CallRecord) -> list[tuple[str, tuple[Any, ...]]]:
-    """(partition, batchable upsert) pairs that keep the index partitions in step with `call`."""
-    ops: list[tuple[str, tuple[Any, ...]]] = [
-        (RECENT_PK, ("upsert", call_entity(RECENT_PK, recent_rk(call), call), {"mode": UpdateMode.REPLACE}))
-    ]
+def index_upserts(call: CallRecord, *, recent: bool = True) -> list[tuple[str, tuple[Any, ...]]]:
+    """(partition, batchable upsert) pairs that keep the index partitions in step with `call`.
+    `recent=False` leaves the newest-first row alone: a live call's row there is written when it
+    starts and when it ends, and readers overlay the live state from the active partition."""
+    ops: list[tuple[str, tuple[Any, ...]]] = []
+    if recent or call.final:
+        ops.append((RECENT_PK, ("upsert", call_entity(RECENT_PK, recent_rk(call), call), {"mode": UpdateMode.REPLACE})))
     if call.status is CallStatus.ACTIVE:
         ops.append((ACTIVE_PK, ("upsert", call_entity(ACTIVE_PK, call.callId, call), {"mode": UpdateMode.REPLACE})))
     return ops
@@ -110,6 +112,10 @@ class CallReader:
                 calls.append(call_from_entity(dict(entity)))
             break
         next_raw = encode_token(pager.continuation_token) if len(calls) >= limit else None
+        if any(c.status is CallStatus.ACTIVE for c in calls):
+            # Live calls' rows here are as they started; their current state is in `active`.
+            live = {c.callId: c for c in await self.list_active()}
+            calls = [live.get(c.callId, c) if c.status is CallStatus.ACTIVE else c for c in calls]
         return calls, next_raw
 
     async def list_active(self) -> list[CallRecord]:
