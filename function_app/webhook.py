@@ -38,7 +38,8 @@ log = logging.getLogger("function_app.webhook")
 
 MAX_BODY = 1024 * 1024
 HANDLED_TYPE = "realtime.call.incoming"
-HANDOFF_DEADLINE_S = 4.0
+HANDOFF_DEADLINE_S = 4.0  # no replica reachable for this long: the caller is refused, not left ringing
+FULL_ANSWERS = 3  # this many 503s in a row: every replica behind the URL is at capacity
 
 
 @dataclass(slots=True)
@@ -133,18 +134,38 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
         await _end_unhandled(deps, call_id, phone, received_ms, CallStatus.REJECTED, "caller not admitted", 603)
         return Reply(200, {"rejected": True, "callId": call_id})
 
-    accepted = await _accept(deps, call_id, webhook_id, extra)
-    if accepted is not None:
-        return accepted
-
+    # The hand-off comes before the accept: it is the admission. A replica that takes the call
+    # holds its lease and opens the control socket as soon as the accept lands; when none can,
+    # the caller hears busy (SIP 486) or goes to the overflow target instead of a silent line.
     handoff = HandoffRequest(
         callId=call_id, callerPhone=phone, sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
     )
-    if await _hand_off(deps, handoff, extra):
-        return Reply(200, {"accepted": True, "callId": call_id})
-    # Never leave a caller in silence: nobody took the call, so end it and say why.
-    await _end_unhandled(deps, call_id, phone, received_ms, CallStatus.FAILED, "no session host took the call")
-    return Reply(200, {"accepted": True, "handedOff": False, "callId": call_id})
+    if not await _hand_off(deps, handoff, extra):
+        await _refuse(deps, call_id, phone, received_ms)
+        return Reply(200, {"rejected": True, "callId": call_id})
+
+    accepted = await _accept(deps, call_id, webhook_id, extra)
+    if accepted is not None:
+        return accepted
+    return Reply(200, {"accepted": True, "callId": call_id})
+
+
+async def _refuse(deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int) -> None:
+    """No replica could take the call: overflow target (accept, then REFER) or busy (486)."""
+    extra = {"cat": "CALL", "call_id": call_id}
+    target = deps.settings.overflow_target_uri
+    try:
+        if target:
+            await deps.control.accept(call_id, accept_body(deps.settings))
+            await deps.control.refer(call_id, target)
+            reason = "no capacity; referred to overflow"
+        else:
+            await deps.control.reject(call_id, 486)
+            reason = "no capacity; rejected busy (486)"
+    except CallControlError as exc:
+        reason = f"no capacity; could not refuse cleanly ({exc.status})"
+    log.warning("call rejected: %s", reason, extra=extra)
+    await _record(deps, call_id, phone, started_ms, CallStatus.REJECTED, reason)
 
 
 async def _accept(deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any]) -> Reply | None:
@@ -168,8 +189,8 @@ async def _accept_with_fallback(deps: WebhookDeps, call_id: str, webhook_id: str
                 mode = nxt
                 continue
             if exc.call_gone:
+                # The replica that took the call sees the same (its upgrade gets 404) and records it.
                 log.warning("call ended before the accept (%s)", exc.code, extra=extra)
-                await _record(deps, call_id, None, now_ms(), CallStatus.FAILED, "call gone before accept")
                 return Reply(200, {"accepted": False, "reason": "call_id_not_found"})
             if exc.status == 409 or (exc.code or "").endswith("already_accepted"):
                 return None
@@ -200,8 +221,8 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
     url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
     body = req.body()
     deadline = time.monotonic() + HANDOFF_DEADLINE_S
-    attempt = 0
-    while time.monotonic() < deadline:
+    attempt = full = 0
+    while time.monotonic() < deadline and full < FULL_ANSWERS:
         attempt += 1
         headers = {"content-type": "application/json", **signing.sign_headers(settings.handoff_secret, body)}
         deps.telemetry.inject(headers)  # traceparent: the session host continues this trace
@@ -212,10 +233,12 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
                 if resp.status in (200, 202, 409):
                     log.info("handed off to session host (%s)", resp.status, extra=extra)
                     return True
+                # 503 = that replica is full; the next try may reach another one behind the URL.
+                full = full + 1 if resp.status == 503 else 0
                 log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("hand-off failed: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
-        await asyncio.sleep(min(0.25 * attempt, max(0.0, deadline - time.monotonic())))
+        await asyncio.sleep(min(0.05 * attempt, max(0.0, deadline - time.monotonic())))
     return False
 
 

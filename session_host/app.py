@@ -17,6 +17,8 @@ from callplane.call_control import CallControl
 from callplane.clock import now_ms
 from callplane.settings import Settings
 from callplane.store.calls import CallReader
+from callplane.store.leases import Lease
+from callplane.store.models import CallRecord
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
@@ -24,10 +26,41 @@ from session_host import api, auth, dashboard, keys
 from session_host.handoff_routes import take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
+from session_host.ownership import LeaseKeeper, sweep
 from session_host.registry import CallRegistry
-from session_host.session import SessionOptions
+from session_host.session import CallSession, SessionOptions
 
 log = logging.getLogger("session_host")
+
+
+async def _sweep_forever(app: web.Application) -> None:
+    """Resume calls whose owner stopped (hand-over) or died (lease expired)."""
+    registry, timing = app[keys.REGISTRY], app[keys.OPTIONS].lease
+    while True:
+        await asyncio.sleep(timing.sweep_s)
+        if not registry.accepting:
+            continue
+        try:
+            await sweep(app[keys.TABLES], app[keys.REPLICA], timing, lambda: registry.capacity - len(registry),
+                        lambda lease: _resume(app, lease))
+        except Exception as exc:  # the store may be down; try again next sweep
+            log.warning("lease sweep failed: %s", type(exc).__name__)
+
+
+async def _resume(app: web.Application, lease: Lease) -> None:
+    reader = app[keys.READER]
+    record = await reader.get_call(lease.call_id)
+    turns = await reader.transcript(lease.call_id)
+    if record is None:
+        record = CallRecord(callId=lease.call_id, startTime=lease.request.receivedAt,
+                            callerPhone=lease.request.callerPhone)
+    session = CallSession(
+        lease.request, settings=app[keys.SETTINGS], http=app[keys.HTTP], control=app[keys.CONTROL],
+        writer=app[keys.WRITER], replica=app[keys.REPLICA], options=app[keys.OPTIONS],
+        telemetry=app[keys.TELEMETRY], keeper=LeaseKeeper(app[keys.TABLES], lease, app[keys.OPTIONS].lease),
+        resumed=record, resumed_turns=len(turns),
+    )
+    app[keys.REGISTRY].start(session)
 
 
 def create_app(
@@ -80,7 +113,10 @@ def create_app(
         await asyncio.gather(task, return_exceptions=True)
 
     async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep_forever(app), name="lease-sweeper")
         yield
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
         await app[keys.REGISTRY].close()
 
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.

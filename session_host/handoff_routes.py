@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
 from callplane import signing
 from callplane.bodies import read_limited
 from callplane.handoff import HandoffRequest
+from callplane.store import leases
 from callplane.telemetry import Telemetry
 from session_host import keys
+from session_host.ownership import LeaseKeeper
 from session_host.session import CallSession
 
 log = logging.getLogger("session_host.handoff")
@@ -40,6 +43,16 @@ async def take_call(request: web.Request) -> web.Response:
         return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
     if not registry.accepting or registry.full:
         return web.json_response({"error": "at capacity"}, status=503, headers={"Retry-After": "1"})
+    timing = app[keys.OPTIONS].lease
+    lease = None
+    try:
+        lease = await leases.acquire(app[keys.TABLES], req, app[keys.REPLICA], timing.ttl_ms)
+        if lease is None:
+            return web.json_response({"error": "call owned by another live replica"}, status=409)
+    except AzureError as exc:
+        # The store is down: take the call anyway (availability first); the keeper keeps trying.
+        log.warning("could not take the lease (%s); running the call without it", type(exc).__name__,
+                    extra={"call_id": req.callId})
     session = CallSession(
         req,
         settings=settings,
@@ -50,6 +63,7 @@ async def take_call(request: web.Request) -> web.Response:
         options=app[keys.OPTIONS],
         telemetry=app[keys.TELEMETRY],
         trace_context=Telemetry.extract(request.headers),
+        keeper=LeaseKeeper(app[keys.TABLES], lease, timing),
     )
     registry.start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})

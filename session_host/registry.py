@@ -52,9 +52,16 @@ class CallRegistry:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         return not pending
 
-    async def drain(self, grace: float, wrap_up_before: float) -> None:
-        """SIGTERM: take no new calls, let live ones run, wrap up those still live near the end."""
+    async def drain(self, grace: float, wrap_up_before: float, handover_wait: float = 5.0) -> None:
+        """SIGTERM: take no new calls; hand live calls to peers; let the ones no peer took run,
+        and wrap those up politely near the end of the grace period."""
         self.accepting = False
+        sessions = list(self.sessions.values())
+        if sessions:
+            handed = await asyncio.gather(*(s.hand_over(min(handover_wait, grace / 2)) for s in sessions),
+                                          return_exceptions=True)
+            n = sum(1 for h in handed if h is True)
+            log.info("handed %d of %d live calls to peers", n, len(sessions), extra={"cat": "CALL"})
         if await self.wait_idle(max(0.0, grace - wrap_up_before)):
             return
         await asyncio.gather(*(s.wrap_up("replica shutting down") for s in list(self.sessions.values())),

@@ -32,6 +32,7 @@ from callplane.telemetry import Telemetry
 from callplane.tools import TOOLS, Action, ToolContext
 from session_host import insights
 from session_host.health import HostCounters
+from session_host.ownership import LeaseKeeper, LeaseTiming
 from session_host.tools_runner import ToolOutcome, run_tool
 
 log = logging.getLogger("session_host.session")
@@ -40,6 +41,10 @@ Event = dict[str, Any]
 
 class CallGone(Exception):
     """The control socket was refused with 404: the call no longer exists."""
+
+
+class NotYetAccepted(Exception):
+    """The upgrade was refused because the accept has not landed yet (the hand-off comes first)."""
 
 
 @dataclass(slots=True)
@@ -60,6 +65,8 @@ class SessionOptions:
     silence_timeout_s: float = 120.0
     wrap_up_s: float = 10.0
     counters: HostCounters = field(default_factory=HostCounters)
+    lease: LeaseTiming = field(default_factory=LeaseTiming)
+    accept_wait_s: float = 8.0  # how long the first upgrade may wait for the Function App's accept
 
 
 class CallSession:
@@ -76,7 +83,12 @@ class CallSession:
         on_finish: Callable[[CallSession], Awaitable[None]] | None = None,
         telemetry: Telemetry | None = None,
         trace_context: Context | None = None,
+        keeper: LeaseKeeper | None = None,
+        resumed: CallRecord | None = None,
+        resumed_turns: int = 0,
     ) -> None:
+        self.keeper = keeper
+        self.resumed = resumed
         self.telemetry = telemetry or Telemetry()
         self.trace_context = trace_context
         self.req = req
@@ -107,6 +119,14 @@ class CallSession:
         self._expires_at: float | None = None
         self._wrapping_up = False
         self._greeted = False
+        self._yielded = False  # another replica owns the call now: stop without touching it
+        self._handing_over = False
+        self._connected_once = False
+        if resumed is not None:
+            # Taking over from a replica that stopped or died: go on from the stored state.
+            self.call = resumed.model_copy(update={"replica": replica, "status": CallStatus.ACTIVE})
+            self._seq = resumed_turns
+            self._greeted = True
         self._handlers: dict[str, Callable[[Event], None]] = {
             "session.created": self._on_session,
             "session.updated": self._on_session,
@@ -137,19 +157,32 @@ class CallSession:
                 span.set_status(Status(StatusCode.ERROR, self.call.endReason or "failed"))
 
     async def _run(self) -> None:
-        self.telemetry.calls_started.add(1)
+        if self.resumed is None:
+            self.telemetry.calls_started.add(1)
+            self.writer.put_rollup(call_started())
         self.writer.put_call(self.call, urgent=True)
-        self.writer.put_rollup(call_started())
+        if self.keeper is not None:
+            self._spawn(self.keeper.run(), "lease")
         status, reason = CallStatus.COMPLETED, "caller hung up"
         attempt = 0
+        loop = asyncio.get_running_loop()
+        accept_deadline = loop.time() + self.opts.accept_wait_s
         try:
             while True:
                 try:
                     clean = await self._connect_and_pump()
                     attempt = 0
+                except NotYetAccepted:
+                    if loop.time() < accept_deadline:
+                        await asyncio.sleep(0.03)
+                        continue
+                    status, reason = CallStatus.FAILED, "the call was never accepted"
+                    break
                 except CallGone:
                     if self._end:
                         status, reason = self._end
+                    elif self.resumed is not None and not self._connected_once:
+                        status, reason = CallStatus.FAILED, "call gone while its replica was away"
                     elif self._greeted:
                         status, reason = CallStatus.FAILED, "call gone after the control socket dropped"
                     else:
@@ -165,15 +198,36 @@ class CallSession:
                         break
                     await asyncio.sleep(self.opts.reconnect_base_s * 2 ** (attempt - 1))
                     continue
+                if self.keeper is not None and self.keeper.lost.is_set():
+                    self._yielded = True
+                    break
                 if clean:
                     status, reason = self._end or (CallStatus.COMPLETED, "caller hung up")
                     break
                 log.warning("control socket dropped; reconnecting", extra=self.extra)
         finally:
             await self._cancel_tasks()
-            self._finalize(status, reason)
+            if self._yielded:
+                log.info("call handed over to another replica", extra=self.extra)
+            else:
+                self._finalize(status, reason)
+                if self.keeper is not None:
+                    await self.keeper.release()
             if self.on_finish is not None:
                 await self.on_finish(self)
+
+    async def hand_over(self, wait_s: float) -> bool:
+        """SIGTERM path: store everything, offer the call to a peer, and let go once the peer's
+        socket is up. False when no peer took it (the call stays here)."""
+        if self.keeper is None or self._ws is None:
+            return False
+        self._handing_over = True
+        self._publish()
+        await self.writer.flush(force=True)
+        taken = await self.keeper.hand_over(wait_s)
+        if not taken:
+            self._handing_over = False
+        return taken
 
     async def _connect_and_pump(self) -> bool:
         """One socket's life. True when the far side ended the call cleanly."""
@@ -186,10 +240,16 @@ class CallSession:
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 404:
                 raise CallGone() from None
+            if exc.status == 400 and not self._connected_once:
+                raise NotYetAccepted() from None
             raise
         self._ws = ws
+        self._connected_once = True
         log.info("control socket open", extra=self.extra)
         guard = self._spawn(self._guards(), "guards")
+        if self.keeper is not None:
+            self._spawn(self.keeper.attached(), "attached")
+            self._spawn(self._close_when_lost(ws, self.keeper), "lost-watch")
         try:
             await self._send(session_update(self.settings, self._voice_mode))
             if not self._greeted:
@@ -207,6 +267,10 @@ class CallSession:
             self._ws = None
         code = ws.close_code
         return code == 1000 or self._end is not None
+
+    async def _close_when_lost(self, ws: aiohttp.ClientWebSocketResponse, keeper: LeaseKeeper) -> None:
+        await keeper.lost.wait()
+        await ws.close()  # a plain close: the call itself goes on with its new owner
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -391,6 +455,8 @@ class CallSession:
     async def _run_tools(self, resp: _Response) -> None:
         ctx = ToolContext(self.req.callId, self.req.callerPhone, self.settings.sip_target_uri)
         follow_ups: list[str] = []
+        if self._handing_over or (self.keeper is not None and self.keeper.lost.is_set()):
+            return  # the call's next owner answers these: exactly one replica runs a call's tools
         for call_id, name, arguments in resp.calls:
             tool = TOOLS.get(name)
             if resp.interrupted and tool is not None and tool.irreversible:

@@ -40,14 +40,16 @@ class Runner:
         call = self.call
         if self.sc.faults.slow_socket_ms:
             await self.sleep(self.sc.faults.slow_socket_ms)
-        ws = call.live_socket
-        if ws is None:
-            return
-        try:
-            await ws.send_str(_encode(ev))
-            call.events_sent += 1
-        except (ConnectionError, RuntimeError):
-            pass
+        # Every attached socket hears every event (several may attach to one call).
+        data = _encode(ev)
+        for ws in call.sockets:
+            if ws.closed:
+                continue
+            try:
+                await ws.send_str(data)
+                call.events_sent += 1
+            except (ConnectionError, RuntimeError):
+                pass
 
     def model_latency(self) -> float:
         lat = self.sc.latency

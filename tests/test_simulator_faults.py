@@ -33,12 +33,15 @@ async def test_delayed_duplicate_and_slow_accept_still_one_call(conn: str) -> No
 
 
 async def test_accept_500_asks_the_service_to_retry(conn: str) -> None:
-    async with run_stack(conn) as stack:
+    options = SessionOptions(reconnect_base_s=0.05, accept_wait_s=1.5)
+    async with run_stack(conn, options=options) as stack:
         call_id = await stack.place("greeting_only", faults={"accept_status": 500})
         await asyncio.sleep(1.0)
         call = stack.sim.calls[call_id]
         assert call.webhook_statuses == [503, 503], "each retry is processed again, not dropped as a duplicate"
-        await stack.api(f"/api/calls/{call_id}", status=404)
+        # The replica that took the call waits for an accept that never comes, then records why.
+        stored = await stack.wait_call(call_id, timeout=10)
+        assert stored["status"] == "failed" and stored["endReason"] == "the call was never accepted"
 
 
 async def test_socket_drop_while_call_lives_reconnects_and_goes_on(conn: str) -> None:

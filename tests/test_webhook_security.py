@@ -120,7 +120,7 @@ async def test_accept_refused_because_call_gone_is_recorded_failed(conn: str) ->
         await stack.wait_ended(call_id)
         call = await stack.wait_call(call_id)
         assert call["status"] == "failed"
-        assert call["endReason"] == "call gone before accept"
+        assert call["endReason"] == "call gone before the control socket opened"
 
 
 async def test_store_unreachable_answers_503(conn: str) -> None:

@@ -67,7 +67,7 @@ class TranscriptTurn(BaseModel):
 
 
 _JSON_FIELDS = ("toolCalls", "latencies")
-_INT64_FIELDS = ("startTime", "endTime", "duration", "updatedAt", "timestamp")
+_INT64_FIELDS = ("startTime", "endTime", "duration", "updatedAt", "timestamp", "expiresAt")
 # Edm.String holds 64 KiB (32K UTF-16 units); keep well under it.
 MAX_TEXT = 30_000
 
