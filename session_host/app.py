@@ -26,7 +26,7 @@ from session_host import api, auth, dashboard, keys
 from session_host.handoff_routes import take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
-from session_host.ownership import LeaseKeeper, sweep
+from session_host.ownership import LeaseKeeper, LeaseTiming, sweep
 from session_host.registry import CallRegistry
 from session_host.session import CallSession, SessionOptions
 
@@ -69,7 +69,8 @@ def create_app(
 ) -> web.Application:
     app = web.Application(middlewares=[auth.admin_auth], client_max_size=1024 * 1024)
     app[keys.SETTINGS] = settings
-    app[keys.OPTIONS] = options or SessionOptions()
+    app[keys.OPTIONS] = options or SessionOptions(
+        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(1.0, settings.lease_ttl_seconds / 3)))
     app[keys.REPLICA] = replica or os.environ.get("CONTAINER_APP_REPLICA_NAME") or (
         f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     app[keys.STARTED] = now_ms()

@@ -38,6 +38,8 @@ class LeaseKeeper:
         self.lost = asyncio.Event()
         self._attached = False
         self._handing_over = False
+        # One lease operation at a time: each uses the ETag the previous one returned.
+        self._lock = asyncio.Lock()
 
     async def run(self) -> None:
         while not self.lost.is_set():
@@ -46,6 +48,10 @@ class LeaseKeeper:
                 await self.renew()
 
     async def renew(self) -> None:
+        async with self._lock:
+            await self._renew()
+
+    async def _renew(self) -> None:
         if self.lease is None:
             return
         try:
@@ -68,10 +74,11 @@ class LeaseKeeper:
         if self.lease is None:
             return False
         self._handing_over = True
-        try:
-            offered = await leases.renew(self.tables, self.lease, self.timing.ttl_ms, handover=True)
-        except AzureError:
-            offered = None
+        async with self._lock:
+            try:
+                offered = await leases.renew(self.tables, self.lease, self.timing.ttl_ms, handover=True)
+            except AzureError:
+                offered = None
         if offered is None:
             self._handing_over = False
             return False
@@ -88,10 +95,11 @@ class LeaseKeeper:
                 self.lost.set()
                 return True
         # Nobody took it: take it back and carry on here.
-        try:
-            reclaimed = await leases.renew(self.tables, self.lease, self.timing.ttl_ms)
-        except AzureError:
-            reclaimed = None
+        async with self._lock:
+            try:
+                reclaimed = await leases.renew(self.tables, self.lease, self.timing.ttl_ms)
+            except AzureError:
+                reclaimed = None
         if reclaimed is None:
             self.lost.set()  # someone took it at the last moment
             return True

@@ -348,7 +348,7 @@ class CallSession:
         rid = event.get("response_id") or (event.get("response") or {}).get("id") or ""
         resp = self._responses.get(rid)
         if resp is None:
-            resp = self._responses[rid] = _Response(rid)
+            resp = self._responses[rid] = _Response(rid)  # begun before this socket attached
         return resp
 
     def _first_output(self, resp: _Response) -> None:
@@ -386,15 +386,18 @@ class CallSession:
         if resp.turn_written or not resp.text.strip():
             return
         resp.turn_written = True
-        self._add_turn("assistant", resp.text, interrupted=resp.interrupted)
+        self._add_turn("assistant", resp.text, interrupted=resp.interrupted, turn_id=resp.id or None)
         log.info("ASSISTANT: %s", resp.text[:300], extra={"cat": "TRANSCRIPT", "call_id": self.req.callId})
 
-    def _add_turn(self, speaker: Literal["user", "assistant"], text: str, interrupted: bool = False) -> None:
+    def _add_turn(self, speaker: Literal["user", "assistant"], text: str, interrupted: bool = False,
+                  turn_id: str | None = None) -> None:
+        if self.keeper is not None and self.keeper.lost.is_set():
+            return  # the call's new owner records from here on
         self._seq += 1
         sentiment = insights.text_sentiment(text) if speaker == "user" else "neutral"
         turn = TranscriptTurn(
             seq=self._seq, timestamp=now_ms(), speaker=speaker,
-            text=text, sentiment=sentiment, interrupted=interrupted,
+            text=text, sentiment=sentiment, interrupted=interrupted, turnId=turn_id,
         )
         self.call.messageCount = self._seq
         self.writer.put_turn(self.req.callId, turn)
@@ -421,7 +424,7 @@ class CallSession:
         text = (event.get("transcript") or "").strip()
         if text:
             self._user_texts.append(text)
-            self._add_turn("user", text)
+            self._add_turn("user", text, turn_id=event.get("item_id"))
             log.info("USER: %s", text[:300], extra={"cat": "TRANSCRIPT", "call_id": self.req.callId})
 
     def _on_function_args_done(self, event: Event) -> None:

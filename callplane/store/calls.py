@@ -1,8 +1,8 @@
 """Reads and writes of calls and transcripts, keyed for the admin API's queries.
 
 Keys (docs/storage.md):
-- calls      PK=<callId>  RK="call"          the call record
-             PK=<callId>  RK="t<seq:06d>"    transcript turns, in order
+- calls      PK=<callId>  RK="call"                        the call record
+             PK=<callId>  RK="t<epoch ms:013d>-<seq:06d>"  transcript turns, in order
 - callindex  PK="recent"  RK=<inverted start ms>-<callId>   newest-first listing (full record)
              PK="active"  RK=<callId>                       live calls only
 """
@@ -38,8 +38,10 @@ def recent_rk(call: CallRecord) -> str:
     return f"{_MAX_MS - call.startTime:013d}-{call.callId}"
 
 
-def turn_rk(seq: int) -> str:
-    return f"t{seq:06d}"
+def turn_rk(timestamp_ms: int, seq: int) -> str:
+    # Time first, so turns stay in order even when two replicas wrote parts of one call's
+    # transcript (a hand-over); the sequence keeps same-millisecond turns apart.
+    return f"t{timestamp_ms:013d}-{seq:06d}"
 
 
 def index_upserts(call: CallRecord, *, recent: bool = True) -> list[tuple[str, tuple[Any, ...]]]:
@@ -67,7 +69,7 @@ def call_operation(call: CallRecord) -> tuple[Any, ...]:
 
 def turn_operation(call_id: str, turn: TranscriptTurn) -> tuple[Any, ...]:
     data = turn.model_dump(mode="json")
-    return ("upsert", to_entity(call_id, turn_rk(turn.seq), data), {"mode": UpdateMode.REPLACE})
+    return ("upsert", to_entity(call_id, turn_rk(turn.timestamp, turn.seq), data), {"mode": UpdateMode.REPLACE})
 
 
 def encode_token(token: dict[str, str] | None) -> str | None:
@@ -135,5 +137,12 @@ class CallReader:
             "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
             parameters={"pk": call_id, "lo": "t", "hi": "u"},
         )
-        turns = [from_entity(dict(e)) async for e in entities]
+        turns, seen = [], set()
+        async for entity in entities:
+            turn = from_entity(dict(entity))
+            turn_id = turn.pop("turnId", None)
+            if turn_id is not None and turn_id in seen:
+                continue
+            seen.add(turn_id)
+            turns.append(turn)
         return turns

@@ -64,6 +64,9 @@ class TranscriptTurn(BaseModel):
     text: str
     sentiment: Literal["positive", "neutral", "negative"] = "neutral"
     interrupted: bool = False
+    # The Realtime response or item id: two replicas that both saw a turn around a hand-over
+    # write it twice, and readers keep the first.
+    turnId: str | None = None
 
 
 _JSON_FIELDS = ("toolCalls", "latencies")
