@@ -96,8 +96,13 @@ async def main(args: argparse.Namespace) -> None:
     azurite = start_azurite()
     rows: list[tuple[str, float, str, float | None]] = []
     try:
-        async with deployed(azurite.connection_string, time_scale=args.time_scale) as sut:
-            seed_s = await seed(sut.env, args.seed, args.records)
+        seed_s = 0.0
+
+        async def prepare(env: dict[str, str]) -> None:
+            nonlocal seed_s
+            seed_s = await seed(env, args.seed, args.records)
+
+        async with deployed(azurite.connection_string, time_scale=args.time_scale, prepare=prepare) as sut:
             async with aiohttp.ClientSession() as http:
                 await timed(http, f"{sut.host_url}/api/stats", 20)  # warm up
                 base = timed(http, f"{sut.host_url}/healthz", 200)

@@ -63,7 +63,7 @@ class StoreWriter:
         tables: Tables,
         *,
         index_interval: float = 1.0,
-        call_interval: float = 10.0,
+        call_interval: float = 5.0,
         max_turns: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
