@@ -131,7 +131,7 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
         return Reply(200, {"duplicate": True, "callId": call_id})
 
     if not admitted(settings, phone):
-        await _end_unhandled(deps, call_id, phone, received_ms, CallStatus.REJECTED, "caller not admitted", 603)
+        await _refuse(deps, call_id, phone, received_ms, 603, "caller not admitted", overflow=False)
         return Reply(200, {"rejected": True, "callId": call_id})
 
     # The hand-off comes before the accept: it is the admission. A replica that takes the call
@@ -141,7 +141,7 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
         callId=call_id, callerPhone=phone, sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
     )
     if not await _hand_off(deps, handoff, extra):
-        await _refuse(deps, call_id, phone, received_ms)
+        await _refuse(deps, call_id, phone, received_ms, 486, "no capacity; rejected busy (486)", overflow=True)
         return Reply(200, {"rejected": True, "callId": call_id})
 
     accepted = await _accept(deps, call_id, webhook_id, extra)
@@ -150,20 +150,21 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
     return Reply(200, {"accepted": True, "callId": call_id})
 
 
-async def _refuse(deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int) -> None:
-    """No replica could take the call: overflow target (accept, then REFER) or busy (486)."""
+async def _refuse(deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int, sip_status: int,
+                  reason: str, *, overflow: bool) -> None:
+    """End a call we will not run: to the overflow target (accept, then REFER) when allowed and
+    configured, else a SIP rejection; recorded as rejected with the reason."""
     extra = {"cat": "CALL", "call_id": call_id}
-    target = deps.settings.overflow_target_uri
+    target = deps.settings.overflow_target_uri if overflow else ""
     try:
         if target:
             await deps.control.accept(call_id, accept_body(deps.settings))
             await deps.control.refer(call_id, target)
             reason = "no capacity; referred to overflow"
         else:
-            await deps.control.reject(call_id, 486)
-            reason = "no capacity; rejected busy (486)"
+            await deps.control.reject(call_id, sip_status)
     except CallControlError as exc:
-        reason = f"no capacity; could not refuse cleanly ({exc.status})"
+        reason = f"{reason}; could not refuse cleanly ({exc.status})"
     log.warning("call rejected: %s", reason, extra=extra)
     await _record(deps, call_id, phone, started_ms, CallStatus.REJECTED, reason)
 
@@ -240,30 +241,6 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
             log.warning("hand-off failed: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
         await asyncio.sleep(min(0.05 * attempt, max(0.0, deadline - time.monotonic())))
     return False
-
-
-async def _end_unhandled(
-    deps: WebhookDeps,
-    call_id: str,
-    phone: str | None,
-    started_ms: int,
-    status: CallStatus,
-    reason: str,
-    reject_code: int | None = None,
-) -> None:
-    extra = {"cat": "CALL", "call_id": call_id}
-    try:
-        if reject_code is not None:
-            await deps.control.reject(call_id, reject_code)
-        elif deps.settings.overflow_target_uri:
-            await deps.control.refer(call_id, deps.settings.overflow_target_uri)
-            reason += "; referred to overflow"
-        else:
-            await deps.control.hangup(call_id)
-    except CallControlError as exc:
-        log.warning("could not end unhandled call: %s", exc, extra=extra)
-    log.warning("call %s: %s", status.value, reason, extra=extra)
-    await _record(deps, call_id, phone, started_ms, status, reason)
 
 
 async def _record(
