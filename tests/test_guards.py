@@ -1,0 +1,37 @@
+"""Call-ending guards and the SIGTERM drain with no peer to hand calls to."""
+
+from __future__ import annotations
+
+import asyncio
+
+from session_host import keys
+from session_host.ownership import LeaseTiming
+from session_host.session import SessionOptions
+from tests.stack import run_stack
+
+
+async def test_max_duration_wraps_up_politely(conn: str) -> None:
+    options = SessionOptions(reconnect_base_s=0.05, wrap_up_s=0.5)
+    async with run_stack(conn, time_scale=4, options=options, MAX_CALL_SECONDS="1.5") as stack:
+        call_id = await stack.place("standard")
+        summary = await stack.wait_ended(call_id, timeout=30)
+        assert summary["marks"].get("hangup") is not None, "we hung up, the caller did not"
+        call = await stack.wait_call(call_id)
+        assert call["status"] == "completed"
+        assert call["endReason"] == "assistant ended the call: max call duration reached"
+        assert 1500 <= call["duration"] < 6000
+
+
+async def test_sigterm_without_a_peer_keeps_the_call_then_wraps_up(conn: str) -> None:
+    options = SessionOptions(reconnect_base_s=0.05, wrap_up_s=0.5, lease=LeaseTiming(ttl_s=1.5, sweep_s=0.3))
+    async with run_stack(conn, time_scale=4, options=options) as stack:
+        call_id = await stack.place("standard")
+        await stack.wait_call(call_id, final=False)
+        await asyncio.sleep(1.0)
+        registry = stack.host_app[keys.REGISTRY]
+        await registry.drain(grace=3.0, wrap_up_before=1.0, handover_wait=0.8)
+        assert len(registry) == 0
+        call = await stack.wait_call(call_id)
+        assert call["status"] == "completed"
+        assert call["endReason"] == "assistant ended the call: replica shutting down"
+        assert stack.sim.calls[call_id].socket_opens == 1, "nobody took it over; it stayed here"
