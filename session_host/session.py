@@ -15,14 +15,37 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    RealtimeConversationItemAssistantMessage,
+    RealtimeConversationItemFunctionCall,
+    RealtimeErrorEvent,
+    ResponseAudioTranscriptDeltaEvent,
+    ResponseAudioTranscriptDoneEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseTextDeltaEvent,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+from openai.types.realtime.realtime_server_event import (
+    OutputAudioBufferCleared,
+    OutputAudioBufferStarted,
+    OutputAudioBufferStopped,
+)
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
 
 from callplane import prompts
 from callplane.call_control import CallControl, CallControlError, socket_url
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
 from callplane.logs import boxed
+from callplane.realtime_events import parse_server_event, peek_type
 from callplane.session_config import VoiceMode, greeting_request, session_update
 from callplane.settings import Settings
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
@@ -127,7 +150,7 @@ class CallSession:
             self.call = resumed.model_copy(update={"replica": replica, "status": CallStatus.ACTIVE})
             self._seq = resumed_turns
             self._greeted = True
-        self._handlers: dict[str, Callable[[Event], None]] = {
+        self._handlers: dict[str, Callable[[Any], None]] = {
             "session.created": self._on_session,
             "session.updated": self._on_session,
             "error": self._on_error,
@@ -299,33 +322,37 @@ class CallSession:
 
     # --- event table -------------------------------------------------------------------------
     def _dispatch(self, raw: str) -> None:
+        """Parse once into the `openai` event class for its type, then one table lookup."""
         self.opts.counters.server_events += 1
-        try:
-            event = json.loads(raw)
-            etype = event["type"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("malformed server event ignored", extra=self.extra)
-            return
         if self.settings.debug_logging:
             log.debug("event %s", raw[:2000], extra={"call_id": self.req.callId})
+        etype = peek_type(raw)
+        if etype is None:
+            try:
+                etype = str(json.loads(raw)["type"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed server event ignored", extra=self.extra)
+                return
         handler = self._handlers.get(etype)
         if handler is None:
             log.debug("unhandled event type %s", etype, extra={"call_id": self.req.callId})
             return
         try:
-            handler(event)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.warning("bad %s event ignored: %s", etype, type(exc).__name__, extra=self.extra)
+            event = parse_server_event(raw, etype)
+        except (KeyError, ValidationError) as exc:
+            log.warning("invalid %s event ignored: %s", etype, type(exc).__name__, extra=self.extra)
+            return
+        handler(event)
 
-    def _on_session(self, event: Event) -> None:
-        session = event.get("session") or {}
-        expires = session.get("expires_at")
+    def _on_session(self, event: SessionCreatedEvent | SessionUpdatedEvent) -> None:
+        # `expires_at` is sent but not declared in the SDK's session type (it lands in extras).
+        expires = getattr(event.session, "expires_at", None) or (event.session.model_extra or {}).get("expires_at")
         if isinstance(expires, int | float) and expires > 0:
             self._expires_at = float(expires)
 
-    def _on_error(self, event: Event) -> None:
-        err = event.get("error") or {}
-        code, param = err.get("code"), err.get("param") or ""
+    def _on_error(self, event: RealtimeErrorEvent) -> None:
+        err = event.error
+        code, param = err.code, err.param or ""
         if code == "unknown_parameter" and "voice" in param:
             nxt = self._voice_mode.next()
             if nxt is not None:
@@ -335,17 +362,16 @@ class CallSession:
                 return
         if code == "response_cancel_not_active":
             return
-        log.warning("server error %s: %s", code, str(err.get("message"))[:200], extra=self.extra)
+        log.warning("server error %s: %s", code, str(err.message)[:200], extra=self.extra)
 
-    def _on_response_created(self, event: Event) -> None:
-        rid = event["response"]["id"]
+    def _on_response_created(self, event: ResponseCreatedEvent) -> None:
+        rid = event.response.id or ""
         resp = _Response(rid)
         self._responses[rid] = resp
         self._current = resp
         self.call.responseCount += 1
 
-    def _response(self, event: Event) -> _Response:
-        rid = event.get("response_id") or (event.get("response") or {}).get("id") or ""
+    def _response(self, rid: str) -> _Response:
         resp = self._responses.get(rid)
         if resp is None:
             resp = self._responses[rid] = _Response(rid)  # begun before this socket attached
@@ -362,22 +388,22 @@ class CallSession:
             self.telemetry.turn_latency.record(latency)
             log.info("turn latency %.0f ms", latency, extra={"cat": "INFO", "call_id": self.req.callId})
 
-    def _on_transcript_delta(self, event: Event) -> None:
-        resp = self._response(event)
+    def _on_transcript_delta(self, event: ResponseAudioTranscriptDeltaEvent | ResponseTextDeltaEvent) -> None:
+        resp = self._response(event.response_id)
         self._first_output(resp)
-        resp.text += event.get("delta", "")
+        resp.text += event.delta
         self._last_activity = time.monotonic()
 
-    def _on_audio_started(self, event: Event) -> None:
+    def _on_audio_started(self, event: OutputAudioBufferStarted) -> None:
         self._audio_playing = True
-        self._first_output(self._response(event))
+        self._first_output(self._response(event.response_id))
 
-    def _on_audio_stopped(self, event: Event) -> None:
+    def _on_audio_stopped(self, event: OutputAudioBufferStopped | OutputAudioBufferCleared) -> None:
         self._audio_playing = False
 
-    def _on_transcript_done(self, event: Event) -> None:
-        resp = self._response(event)
-        text = event.get("transcript") or resp.text
+    def _on_transcript_done(self, event: ResponseAudioTranscriptDoneEvent) -> None:
+        resp = self._response(event.response_id)
+        text = event.transcript or resp.text
         resp.text = text
         if not resp.interrupted:
             self._write_assistant_turn(resp)
@@ -403,7 +429,7 @@ class CallSession:
         self.writer.put_turn(self.req.callId, turn)
         self._publish()
 
-    def _on_speech_started(self, event: Event) -> None:
+    def _on_speech_started(self, event: InputAudioBufferSpeechStartedEvent) -> None:
         self.call.userSpeechEvents += 1
         self._last_activity = time.monotonic()
         cur = self._current
@@ -416,34 +442,34 @@ class CallSession:
             log.info("barge-in", extra={"cat": "CALL", "call_id": self.req.callId})
             self._publish()
 
-    def _on_speech_stopped(self, event: Event) -> None:
+    def _on_speech_stopped(self, event: InputAudioBufferSpeechStoppedEvent) -> None:
         self._speech_stopped_at = time.monotonic()
         self._last_activity = self._speech_stopped_at
 
-    def _on_user_transcript(self, event: Event) -> None:
-        text = (event.get("transcript") or "").strip()
+    def _on_user_transcript(self, event: ConversationItemInputAudioTranscriptionCompletedEvent) -> None:
+        text = event.transcript.strip()
         if text:
             self._user_texts.append(text)
-            self._add_turn("user", text, turn_id=event.get("item_id"))
+            self._add_turn("user", text, turn_id=event.item_id)
             log.info("USER: %s", text[:300], extra={"cat": "TRANSCRIPT", "call_id": self.req.callId})
 
-    def _on_function_args_done(self, event: Event) -> None:
-        resp = self._response(event)
-        resp.calls.append((event["call_id"], event["name"], event.get("arguments") or ""))
+    def _on_function_args_done(self, event: ResponseFunctionCallArgumentsDoneEvent) -> None:
+        resp = self._response(event.response_id)
+        resp.calls.append((event.call_id, event.name, event.arguments or ""))
 
-    def _on_response_done(self, event: Event) -> None:
-        response = event.get("response") or {}
-        resp = self._response(event)
+    def _on_response_done(self, event: ResponseDoneEvent) -> None:
+        response = event.response
+        resp = self._response(response.id or "")
         resp.done = True
-        status = response.get("status")
-        if status == "cancelled":
+        if response.status == "cancelled":
             resp.interrupted = True
-        for item in response.get("output") or []:
-            if item.get("type") == "function_call" and not any(c[0] == item.get("call_id") for c in resp.calls):
-                resp.calls.append((item["call_id"], item["name"], item.get("arguments") or ""))
-            if item.get("type") == "message" and not resp.text:
-                for part in item.get("content") or []:
-                    resp.text += part.get("transcript") or part.get("text") or ""
+        for item in response.output or []:
+            if isinstance(item, RealtimeConversationItemFunctionCall):
+                if item.call_id and not any(c[0] == item.call_id for c in resp.calls):
+                    resp.calls.append((item.call_id, item.name, item.arguments or ""))
+            elif isinstance(item, RealtimeConversationItemAssistantMessage) and not resp.text:
+                for part in item.content:
+                    resp.text += part.transcript or part.text or ""
         self._write_assistant_turn(resp)
         if self._current is resp:
             self._current = None

@@ -7,25 +7,11 @@ import itertools
 import json
 import time
 import uuid
-from typing import Annotated, Any, get_args, get_origin
+from typing import Any
 
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-
-def _by_type(union: Any) -> dict[str, type[BaseModel]]:
-    """`type` literal → event model. The SDK's discriminator annotation is not one pydantic reads,
-    so validating against the bare union would report errors for every member."""
-    members = get_args(get_args(union)[0]) if get_origin(union) is Annotated else get_args(union)
-    table: dict[str, type[BaseModel]] = {}
-    for model in members:
-        for literal in get_args(model.model_fields["type"].annotation):
-            table[literal] = model
-    return table
-
-
-CLIENT_EVENTS: dict[str, type[BaseModel]] = _by_type(RealtimeClientEvent)
-SERVER_EVENTS: dict[str, type[BaseModel]] = _by_type(RealtimeServerEvent)
+from callplane.realtime_events import CLIENT_EVENTS, SERVER_EVENTS
 
 
 def check_server_event(ev: Event) -> None:

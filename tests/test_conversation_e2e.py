@@ -90,3 +90,29 @@ async def test_simulator_validates_client_events_like_the_service(conn: str) -> 
             assert r.status == 200
         async with stack.http.get(f"{stack.sim_url}/v1/realtime?call_id={call.call_id}", headers=headers) as r:
             assert r.status == 404 and (await r.json())["error"]["code"] == "call_id_not_found"
+
+
+async def test_malformed_server_events_are_logged_and_skipped(conn: str, caplog: object) -> None:
+    import logging
+
+    from callplane.handoff import HandoffRequest
+    from session_host import keys
+    from session_host.session import CallSession
+
+    async with run_stack(conn) as stack:
+        app = stack.host_app
+        session = CallSession(
+            HandoffRequest(callId="rtc_bad", webhookId="wh", receivedAt=1), settings=app[keys.SETTINGS],
+            http=app[keys.HTTP], control=app[keys.CONTROL], writer=app[keys.WRITER], replica="r",
+        )
+        with caplog.at_level(logging.DEBUG):  # type: ignore[attr-defined]
+            for raw in ("not json", "[]", '{"no": "type"}', '{"type":"response.done"}',
+                        '{"type":"response.output_audio_transcript.delta","delta":7}',
+                        '{"type":"brand.new.event","event_id":"e"}'):
+                session._dispatch(raw)  # must not raise
+        text = caplog.text  # type: ignore[attr-defined]
+        assert text.count("malformed server event ignored") == 3
+        assert "invalid response.done event ignored" in text
+        assert "invalid response.output_audio_transcript.delta event ignored" in text
+        assert "unhandled event type brand.new.event" in text
+        assert session.call.responseCount == 0
