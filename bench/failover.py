@@ -181,15 +181,20 @@ async def main(args: argparse.Namespace) -> None:
         await web.TCPSite(runner, "127.0.0.1", sim_port).start()
         sim = sim_app[SIM]
         a, b = Replica(env, "replica-a"), Replica(env, "replica-b")
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            await a.start(http)
-            await b.start(http)
-            results["rolling restart"] = await scenario_rolling(sim, http, env, a, b, args.calls)
-            results["SIGKILL one replica"] = await scenario_kill(sim, http, env, a, b, args.calls)
-            results["duplicate hand-offs"] = await scenario_duplicates(sim, http, env, a, b, args.calls)
-            for r in (a, b):
-                await r.stop(signal.SIGTERM)
-        await runner.cleanup()
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+                await a.start(http)
+                await b.start(http)
+                results["rolling restart"] = await scenario_rolling(sim, http, env, a, b, args.calls)
+                results["SIGKILL one replica"] = await scenario_kill(sim, http, env, a, b, args.calls)
+                results["duplicate hand-offs"] = await scenario_duplicates(sim, http, env, a, b, args.calls)
+                for r in (a, b):
+                    await r.stop(signal.SIGTERM)
+        finally:
+            for r in (a, b):  # never leave a replica behind when a scenario fails
+                if r.proc is not None and r.proc.poll() is None:
+                    r.proc.kill()
+            await runner.cleanup()
     finally:
         azurite.stop()
     print(f"standard scenario, time scale {args.time_scale}, lease TTL {TTL}s, 2 replicas, {args.calls} calls each")
