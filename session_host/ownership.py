@@ -117,16 +117,21 @@ class LeaseKeeper:
 
 async def sweep(tables: Tables, me: str, timing: LeaseTiming, room: Callable[[], int],
                 resume: Callable[[Lease], Awaitable[None]]) -> int:
-    """Take over claimable calls while there is room. Returns how many were taken."""
-    taken = 0
-    for lease in await leases.claimable(tables):
-        if room() <= 0:
-            break
-        if lease.owner == me and not lease.handover:
-            continue  # our own expired lease: the session is renewing it
-        got = await leases.acquire(tables, lease.request, me, timing.ttl_ms)
-        if got is not None:
-            taken += 1
+    """Take over claimable calls while there is room, several at once (a dead replica's calls
+    all become claimable together, and each waits in silence until it is resumed)."""
+    candidates = [lease for lease in await leases.claimable(tables)
+                  if not (lease.owner == me and not lease.handover)]  # our own: its session renews it
+    candidates = candidates[:max(0, room())]
+    limit = asyncio.Semaphore(16)
+
+    async def take(lease: Lease) -> bool:
+        async with limit:
+            got = await leases.acquire(tables, lease.request, me, timing.ttl_ms)
+            if got is None:
+                return False
             log.info("taking over a call from %s", lease.owner, extra={"cat": "CALL", "call_id": lease.call_id})
             await resume(got)
-    return taken
+            return True
+
+    results = await asyncio.gather(*(take(lease) for lease in candidates), return_exceptions=True)
+    return sum(1 for r in results if r is True)

@@ -52,7 +52,7 @@ class CallRegistry:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         return not pending
 
-    async def drain(self, grace: float, wrap_up_before: float, handover_wait: float = 5.0) -> None:
+    async def drain(self, grace: float, wrap_up_before: float, handover_wait: float = 20.0) -> None:
         """SIGTERM: take no new calls; hand live calls to peers; let the ones no peer took run,
         and wrap those up politely near the end of the grace period."""
         self.accepting = False

@@ -34,6 +34,7 @@ class SimCall:
     session: dict[str, Any] = field(default_factory=dict)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     socket_opens: int = 0
+    socket_open_times: list[float] = field(default_factory=list)  # epoch ms of every attach
     referred_to: str | None = None
     rejected_with: int | None = None
     marks: dict[str, float] = field(default_factory=dict)

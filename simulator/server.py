@@ -266,6 +266,7 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     call.sockets.append(ws)
     call.socket_opens += 1
+    call.socket_open_times.append(ms())
     call.mark("ws_open")
     runner = Runner(call, time_scale=sim.config.time_scale, dialect=sim.config.dialect, end_call=sim.end_call)
     expires = int(ms() / 1000) + sim.config.session_seconds
