@@ -89,9 +89,8 @@ class LiveFeed:
 
     async def poll(self) -> None:
         self.polls += 1
-        # Three independent bounded reads, in parallel: the poll takes the slowest, not the sum.
-        stats, active_calls, (recent_calls, _) = await asyncio.gather(
-            read_stats(self._tables), self._reader.list_active(), self._reader.list_recent(RECENT))
+        stats, active_calls = await asyncio.gather(read_stats(self._tables), self._reader.list_active())
+        recent_calls, _ = await self._reader.list_recent(RECENT, active=active_calls)
         active = [c.model_dump(mode="json") for c in active_calls]
         recent = [c.model_dump(mode="json") for c in recent_calls]
         stats["activeCalls"] = len(active)

@@ -102,7 +102,9 @@ class CallReader:
             return None
         return call_from_entity(dict(entity))
 
-    async def list_recent(self, limit: int, next_token: str | None = None) -> tuple[list[CallRecord], str | None]:
+    async def list_recent(self, limit: int, next_token: str | None = None,
+                          active: list[CallRecord] | None = None) -> tuple[list[CallRecord], str | None]:
+        """Newest first. `active`: the live calls if the caller already read them (saves a query)."""
         token = decode_token(next_token) if next_token else None
         # The SDK's paging token is a dict {"PartitionKey", "RowKey"} though typed as str.
         pager: Any = self._t.callindex.query_entities(
@@ -116,7 +118,7 @@ class CallReader:
         next_raw = encode_token(pager.continuation_token) if len(calls) >= limit else None
         if any(c.status is CallStatus.ACTIVE for c in calls):
             # Live calls' rows here are as they started; their current state is in `active`.
-            live = {c.callId: c for c in await self.list_active()}
+            live = {c.callId: c for c in (active if active is not None else await self.list_active())}
             calls = [live.get(c.callId, c) if c.status is CallStatus.ACTIVE else c for c in calls]
         return calls, next_raw
 
