@@ -36,6 +36,7 @@ from callplane.session_config import accept_body
 from callplane.settings import Role, build_settings
 from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
+from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario
 from simulator.server import SIM, SimConfig, Simulator, create_app
 from tests.stack import make_env
@@ -56,14 +57,7 @@ class Replica:
     async def start(self, http: aiohttp.ClientSession) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "session_host"], cwd=ROOT, env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(300):
-            try:
-                async with http.get(f"{self.url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not start")
+        await wait_healthy(http, self.url, timeout=20)
 
     async def stop(self, sig: int) -> int:
         assert self.proc is not None

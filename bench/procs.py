@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from simulator.azurite import free_port
+from simulator.readiness import wait_healthy
 from simulator.server import SIM, SimConfig, Simulator, create_app
 from tests.stack import make_env
 
@@ -50,13 +51,7 @@ async def deployed(conn: str, *, time_scale: float, dialect: str = "azure",
     try:
         async with aiohttp.ClientSession() as http:
             for port in (fn_port, host_port):
-                for _ in range(200):
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        await asyncio.sleep(0.05)
+                await wait_healthy(http, f"http://127.0.0.1:{port}")
         yield Deployed(app[SIM], host_url, env)
     finally:
         for proc in procs:

@@ -35,6 +35,7 @@ from callplane.session_config import accept_body
 from callplane.settings import Role, build_settings
 from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
+from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario
 from simulator.server import SIM, SimConfig, Simulator, create_app
 from tests.stack import make_env
@@ -92,12 +93,7 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
     out: dict[str, Any] = {"calls": n}
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            for _ in range(200):
-                try:
-                    await info(http, host_url)
-                    break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
+            await wait_healthy(http, host_url)
             await asyncio.sleep(1.0)
             before = await info(http, host_url)
             async with http.post(f"{host_url}/api/diagnostics/loop-lag/reset"):

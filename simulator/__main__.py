@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from callplane.logs import setup_logging
+from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario, scenario_names
 from simulator.server import SIM, SimConfig, create_app
 
@@ -59,15 +60,10 @@ async def demo_calls(app: web.Application, args: argparse.Namespace, stop: async
     sim = app[SIM]
     async with aiohttp.ClientSession() as http:
         # Wait until the webhook app answers, so the first demo call is not lost to start-up order.
-        health = sim.config.webhook_url.split("/openai/")[0] + "/healthz"
-        for _ in range(100):
-            try:
-                async with http.get(health) as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
+        try:
+            await wait_healthy(http, sim.config.webhook_url.split("/openai/")[0], timeout=20)
+        except TimeoutError:
+            log.warning("the webhook app is not answering; placing demo calls anyway")
     names = args.scenario.split(",")
     for i in range(args.demo_calls):
         if stop.is_set():

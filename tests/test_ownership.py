@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from callplane import signing
@@ -27,6 +26,7 @@ from session_host import keys
 from session_host.ownership import LeaseTiming
 from session_host.session import SessionOptions
 from simulator.azurite import free_port
+from simulator.readiness import wait_healthy
 from tests.stack import Stack, run_stack
 
 pytestmark = pytest.mark.slow
@@ -50,13 +50,7 @@ async def two_replicas(conn: str, **env: str) -> AsyncIterator[tuple[Stack, subp
         replica_a = subprocess.Popen([sys.executable, "-m", "session_host"], cwd=ROOT, env=proc_env,
                                      stdout=log_a, stderr=subprocess.STDOUT)
         try:
-            for _ in range(200):
-                try:
-                    async with stack.http.get(f"{url_a}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
+            await wait_healthy(stack.http, url_a)
             yield stack, replica_a, url_a
         finally:
             if replica_a.poll() is None:

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from simulator.azurite import free_port
+from simulator.readiness import wait_healthy
 from tests.stack import run_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +42,7 @@ async def test_call_on_replica_a_reaches_replica_b_within_2s(conn: str) -> None:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url_b = f"http://127.0.0.1:{port_b}"
         try:
-            for _ in range(100):
-                try:
-                    async with stack.http.get(f"{url_b}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
+            await wait_healthy(stack.http, url_b)
             snaps: list[tuple[float, int, dict[str, Any]]] = []
             async with stack.http.get(f"{url_b}/api/events") as resp:
                 assert resp.headers["Content-Type"] == "text/event-stream"
