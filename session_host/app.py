@@ -49,8 +49,7 @@ async def _sweep_forever(app: web.Application) -> None:
 
 async def _resume(app: web.Application, lease: Lease) -> None:
     reader = app[keys.READER]
-    record = await reader.get_call(lease.call_id)
-    turns = await reader.transcript(lease.call_id)
+    record = await reader.get_call(lease.call_id)  # one read: the turns' keys need no count
     if record is None:
         record = CallRecord(callId=lease.call_id, startTime=lease.request.receivedAt,
                             callerPhone=lease.request.callerPhone)
@@ -58,7 +57,7 @@ async def _resume(app: web.Application, lease: Lease) -> None:
         lease.request, settings=app[keys.SETTINGS], http=app[keys.HTTP], control=app[keys.CONTROL],
         writer=app[keys.WRITER], replica=app[keys.REPLICA], options=app[keys.OPTIONS],
         telemetry=app[keys.TELEMETRY], keeper=LeaseKeeper(app[keys.TABLES], lease, app[keys.OPTIONS].lease),
-        resumed=record, resumed_turns=len(turns),
+        resumed=record, resumed_turns=record.messageCount,
     )
     app[keys.REGISTRY].start(session)
 
@@ -70,7 +69,7 @@ def create_app(
     app = web.Application(middlewares=[auth.admin_auth], client_max_size=1024 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
-        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(1.0, settings.lease_ttl_seconds / 3)))
+        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6)))
     app[keys.REPLICA] = replica or os.environ.get("CONTAINER_APP_REPLICA_NAME") or (
         f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     app[keys.STARTED] = now_ms()
