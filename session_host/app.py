@@ -26,7 +26,7 @@ from session_host import api, auth, dashboard, keys
 from session_host.handoff_routes import take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
-from session_host.ownership import LeaseKeeper, LeaseTiming, sweep
+from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
 from session_host.registry import CallRegistry
 from session_host.session import CallSession, SessionOptions
 
@@ -34,15 +34,16 @@ log = logging.getLogger("session_host")
 
 
 async def _sweep_forever(app: web.Application) -> None:
-    """Resume calls whose owner stopped (hand-over) or died (lease expired)."""
+    """Resume calls whose owner stopped (hand-over) or died (heartbeat expired)."""
     registry, timing = app[keys.REGISTRY], app[keys.OPTIONS].lease
+    sweeper = Sweeper(app[keys.TABLES], app[keys.REPLICA], lambda: registry.capacity - len(registry),
+                      lambda lease: _resume(app, lease))
     while True:
         await asyncio.sleep(timing.sweep_s)
         if not registry.accepting:
             continue
         try:
-            await sweep(app[keys.TABLES], app[keys.REPLICA], timing, lambda: registry.capacity - len(registry),
-                        lambda lease: _resume(app, lease))
+            await sweeper.sweep()
         except Exception as exc:  # the store may be down; try again next sweep
             log.warning("lease sweep failed: %s", type(exc).__name__)
 
@@ -56,7 +57,7 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     session = CallSession(
         lease.request, settings=app[keys.SETTINGS], http=app[keys.HTTP], control=app[keys.CONTROL],
         writer=app[keys.WRITER], replica=app[keys.REPLICA], options=app[keys.OPTIONS],
-        telemetry=app[keys.TELEMETRY], keeper=LeaseKeeper(app[keys.TABLES], lease, app[keys.OPTIONS].lease),
+        telemetry=app[keys.TELEMETRY], keeper=LeaseKeeper(app[keys.TABLES], lease, lease.request),
         resumed=record, resumed_turns=record.messageCount,
     )
     app[keys.REGISTRY].start(session)
@@ -113,11 +114,19 @@ def create_app(
         await asyncio.gather(task, return_exceptions=True)
 
     async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_sweep_forever(app), name="lease-sweeper")
+        heartbeat = Heartbeat(app[keys.TABLES], app[keys.REPLICA], app[keys.OPTIONS].lease,
+                              lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None})
+        registry.before_handover = heartbeat.announce_draining
+        await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
+        tasks = [asyncio.create_task(heartbeat.run(), name="heartbeat"),
+                 asyncio.create_task(_sweep_forever(app), name="lease-sweeper")]
         yield
-        sweeper.cancel()
-        await asyncio.gather(sweeper, return_exceptions=True)
-        await app[keys.REGISTRY].close()
+        tasks[1].cancel()
+        await asyncio.gather(tasks[1], return_exceptions=True)
+        await registry.close()
+        tasks[0].cancel()
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        await heartbeat.stop()
 
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
     app.cleanup_ctx.extend([loop_ctx, http_ctx, store_ctx, live_ctx, calls_ctx])

@@ -43,14 +43,13 @@ async def take_call(request: web.Request) -> web.Response:
         return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
     if not registry.accepting or registry.full:
         return web.json_response({"error": "at capacity"}, status=503, headers={"Retry-After": "1"})
-    timing = app[keys.OPTIONS].lease
     lease = None
     try:
-        lease = await leases.acquire(app[keys.TABLES], req, app[keys.REPLICA], timing.ttl_ms)
+        lease = await leases.acquire(app[keys.TABLES], req, app[keys.REPLICA])
         if lease is None:
             return web.json_response({"error": "call owned by another live replica"}, status=409)
     except AzureError as exc:
-        # The store is down: take the call anyway (availability first); the keeper keeps trying.
+        # The store is down: take the call anyway (availability first); the heartbeat adopts it later.
         log.warning("could not take the lease (%s); running the call without it", type(exc).__name__,
                     extra={"call_id": req.callId})
     session = CallSession(
@@ -63,7 +62,7 @@ async def take_call(request: web.Request) -> web.Response:
         options=app[keys.OPTIONS],
         telemetry=app[keys.TELEMETRY],
         trace_context=Telemetry.extract(request.headers),
-        keeper=LeaseKeeper(app[keys.TABLES], lease, timing),
+        keeper=LeaseKeeper(app[keys.TABLES], lease, req),
     )
     registry.start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})

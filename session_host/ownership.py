@@ -1,137 +1,233 @@
-"""Ownership of live calls across replicas: keeping a call's lease, handing it over, and the
-sweeper that resumes calls whose owner stopped or died (DESIGN.md "Ownership and resume")."""
+"""Ownership of live calls across replicas (DESIGN.md "Ownership and resume"): this replica's
+heartbeat, each call's lease, hand-over, and the sweeper that resumes calls whose owner stopped
+(hand-over) or died (heartbeat expired). callplane/store/leases.py holds the storage side."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 from azure.core.exceptions import AzureError
 
+from callplane.clock import now_ms
+from callplane.handoff import HandoffRequest
 from callplane.store import leases
-from callplane.store.leases import Lease
+from callplane.store.leases import Beat, Lease
 from callplane.store.tables import Tables
 
 log = logging.getLogger("session_host.ownership")
+FORGET_AFTER_MS = 15 * 60 * 1000  # a dead replica's heartbeat is dropped this long after it owned nothing
 
 
 @dataclass(slots=True)
 class LeaseTiming:
-    ttl_s: float = 6.0  # a dead owner's calls are picked up within this plus one sweep
+    ttl_s: float = 6.0  # a dead replica's calls are picked up within this plus one sweep
     sweep_s: float = 1.0
 
     @property
     def ttl_ms(self) -> int:
         return int(self.ttl_s * 1000)
 
+    @property
+    def beat_s(self) -> float:
+        # Four beats a TTL: a beat delayed by a busy loop or one failed request is not a death.
+        return self.ttl_s / 4
+
 
 class LeaseKeeper:
-    """One call's lease on this replica: renewed every ttl/3; `lost` is set when another replica
-    owns the call, after which this replica must stop acting on it (no tools, no hang-up)."""
+    """One call's lease on this replica. `lost` is set when another replica owns the call, after
+    which this replica must stop acting on it (no tools, no hang-up)."""
 
-    def __init__(self, tables: Tables, lease: Lease | None, timing: LeaseTiming) -> None:
+    def __init__(self, tables: Tables, lease: Lease | None, req: HandoffRequest) -> None:
         self.tables = tables
         self.lease = lease
-        self.timing = timing
+        self.req = req
         self.lost = asyncio.Event()
-        self._attached = False
-        self._handing_over = False
+        self.handing_over = False
         # One lease operation at a time: each uses the ETag the previous one returned.
         self._lock = asyncio.Lock()
 
-    async def run(self) -> None:
-        while not self.lost.is_set():
-            await asyncio.sleep(self.timing.ttl_s / 3)
-            if not self._handing_over:
-                await self.renew()
-
-    async def renew(self) -> None:
-        async with self._lock:
-            await self._renew()
-
-    async def _renew(self) -> None:
+    async def _update(self, **changes: object) -> Lease | None:
         if self.lease is None:
-            return
+            return None
         try:
-            renewed = await leases.renew(self.tables, self.lease, self.timing.ttl_ms, attached=self._attached)
-        except AzureError as exc:  # the store is down: keep the call; the lease is re-checked next time
-            log.warning("lease renewal failed: %s", type(exc).__name__)
-            return
-        if renewed is None:
-            self.lost.set()
-        else:
-            self.lease = renewed
+            return await leases.update(self.tables, self.lease, **changes)  # type: ignore[arg-type]
+        except AzureError as exc:
+            log.warning("lease update failed: %s", type(exc).__name__, extra={"call_id": self.req.callId})
+            return self.lease  # unknown: keep going; the heartbeat's re-check settles it
 
     async def attached(self) -> None:
         """Our control socket is up: say so, so a replica handing over to us can close its own."""
-        self._attached = True
-        await self.renew()
+        async with self._lock:
+            if self.lease is None or self.lease.attached:
+                return
+            updated = await self._update(attached=True)
+            if updated is None:
+                self.lost.set()
+            else:
+                self.lease = updated
+
+    async def adopt(self, me: str) -> None:
+        """Take the lease of a call started while the store was down."""
+        async with self._lock:
+            if self.lease is not None:
+                return
+            try:
+                got = await leases.acquire(self.tables, self.req, me)
+            except AzureError:
+                return
+            if got is None:
+                self.lost.set()
+            else:
+                self.lease = got
 
     async def hand_over(self, wait_s: float) -> bool:
         """Offer the call to a peer and wait until the peer's socket is up. True when it is."""
-        if self.lease is None:
-            return False
-        self._handing_over = True
         async with self._lock:
-            try:
-                offered = await leases.renew(self.tables, self.lease, self.timing.ttl_ms, handover=True)
-            except AzureError:
-                offered = None
-        if offered is None:
-            self._handing_over = False
-            return False
-        self.lease = offered
+            offered = await self._update(handover=True)
+            if offered is None or self.lease is None or not offered.handover:
+                return False
+            self.lease = offered
+            self.handing_over = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while loop.time() < deadline:
             await asyncio.sleep(0.1)
             try:
-                now = await leases.get(self.tables, self.lease.call_id)
+                now = await leases.get(self.tables, self.req.callId)
             except AzureError:
                 continue
-            if now is not None and now.owner != self.lease.owner and now.attached:
+            if now is not None and now.owner != offered.owner and now.attached:
                 self.lost.set()
                 return True
         # Nobody took it: take it back and carry on here.
         async with self._lock:
-            try:
-                reclaimed = await leases.renew(self.tables, self.lease, self.timing.ttl_ms)
-            except AzureError:
-                reclaimed = None
-        if reclaimed is None:
-            self.lost.set()  # someone took it at the last moment
-            return True
-        self.lease = reclaimed
-        self._handing_over = False
+            reclaimed = await self._update(handover=False)
+            self.handing_over = False
+            if reclaimed is None:
+                self.lost.set()  # someone took it at the last moment
+                return True
+            self.lease = reclaimed
         return False
 
     async def release(self) -> None:
-        if self.lease is not None and not self.lost.is_set():
-            try:
-                await leases.release(self.tables, self.lease)
-            except AzureError:
-                pass
+        async with self._lock:
+            if self.lease is not None and not self.lost.is_set():
+                try:
+                    await leases.release(self.tables, self.lease)
+                except AzureError:
+                    pass
 
 
-async def sweep(tables: Tables, me: str, timing: LeaseTiming, room: Callable[[], int],
-                resume: Callable[[Lease], Awaitable[None]]) -> int:
-    """Take over claimable calls while there is room, several at once (a dead replica's calls
-    all become claimable together, and each waits in silence until it is resumed)."""
-    candidates = [lease for lease in await leases.claimable(tables)
-                  if not (lease.owner == me and not lease.handover)]  # our own: its session renews it
-    candidates = candidates[:max(0, room())]
-    limit = asyncio.Semaphore(16)
+@dataclass(slots=True)
+class Heartbeat:
+    """This replica's heartbeat, which keeps all its leases live at once."""
 
-    async def take(lease: Lease) -> bool:
-        async with limit:
-            got = await leases.acquire(tables, lease.request, me, timing.ttl_ms)
-            if got is None:
-                return False
-            log.info("taking over a call from %s", lease.owner, extra={"cat": "CALL", "call_id": lease.call_id})
-            await resume(got)
-            return True
+    tables: Tables
+    replica: str
+    timing: LeaseTiming
+    local: Callable[[], Mapping[str, LeaseKeeper]]
+    draining: bool = False
+    _etag: str | None = None
 
-    results = await asyncio.gather(*(take(lease) for lease in candidates), return_exceptions=True)
-    return sum(1 for r in results if r is True)
+    async def beat(self) -> bool:
+        try:
+            fresh = await leases.beat(self.tables, self.replica, self.timing.ttl_ms, self._etag, draining=self.draining)
+            if fresh is None:
+                # A peer found us expired and took some calls. Beat unconditionally first (no
+                # further claim can succeed), then let go of whatever is no longer ours.
+                log.warning("this replica was taken for dead; re-checking its calls", extra={"cat": "WARNING"})
+                fresh = await leases.beat(self.tables, self.replica, self.timing.ttl_ms, None, draining=self.draining)
+                assert fresh is not None
+                self._etag = fresh.etag
+                await self._let_go_of_lost_calls()
+            self._etag = fresh.etag
+        except AzureError as exc:
+            log.warning("heartbeat failed: %s", type(exc).__name__)
+            return False
+        for keeper in list(self.local().values()):
+            if keeper.lease is None:
+                await keeper.adopt(self.replica)
+        return True
+
+    async def _let_go_of_lost_calls(self) -> None:
+        mine = {lease.call_id for lease in await leases.owned_by(self.tables, self.replica)}
+        for call_id, keeper in list(self.local().items()):
+            if keeper.lease is not None and call_id not in mine:
+                keeper.lost.set()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.timing.beat_s)
+            await self.beat()
+
+    async def announce_draining(self) -> None:
+        """Peers look for offered calls only on draining replicas: say we are one before offering."""
+        self.draining = True
+        await self.beat()
+
+    async def stop(self) -> None:
+        """Clean exit: expire now, so any call still leased to us is taken at once."""
+        try:
+            await leases.beat(self.tables, self.replica, 0, None, draining=True, expires_ms=now_ms() - 1)
+        except AzureError:
+            pass
+
+
+@dataclass(slots=True)
+class Sweeper:
+    """Takes over calls from peers that are handing over or dead, while there is room. A dead
+    replica's calls all wait in silence together, so they are claimed in batches and resumed at
+    once."""
+
+    tables: Tables
+    replica: str
+    room: Callable[[], int]
+    resume: Callable[[Lease], Awaitable[None]]
+    _cleared: dict[str, str] = field(default_factory=dict)  # dead replica -> heartbeat ETag seen owning nothing
+
+    async def sweep(self) -> int:
+        taken = 0
+        for peer in await leases.beats(self.tables):
+            if peer.replica == self.replica or (peer.alive and not peer.draining):
+                continue
+            if not peer.alive and self._cleared.get(peer.replica) == peer.etag:
+                if now_ms() - peer.expires_ms > FORGET_AFTER_MS:
+                    await leases.forget(self.tables, peer)
+                continue
+            if self.room() <= 0:
+                break
+            taken += await (self._take_offered(peer) if peer.alive else self._take_from_dead(peer))
+        return taken
+
+    async def _take_offered(self, peer: Beat) -> int:
+        offered = (await leases.owned_by(self.tables, peer.replica, offered_only=True))[:max(0, self.room())]
+        got = await asyncio.gather(*(leases.take_offered(self.tables, lease, self.replica) for lease in offered),
+                                   return_exceptions=True)
+        return await self._resume_all([g for g in got if isinstance(g, Lease)], peer.replica)
+
+    async def _take_from_dead(self, peer: Beat) -> int:
+        found = await leases.owned_by(self.tables, peer.replica)
+        if not found:
+            self._cleared[peer.replica] = peer.etag
+            return 0
+        taken = 0
+        while found and self.room() > taken:
+            size = min(leases.MAX_CLAIM, self.room() - taken)
+            batch, found = found[:size], found[size:]
+            got = await leases.claim(self.tables, peer, batch, self.replica)
+            if not got:
+                break  # the owner came back, or a peer claimed first: look again next sweep
+            taken += await self._resume_all(got, peer.replica)
+        return taken
+
+    async def _resume_all(self, got: list[Lease], source: str) -> int:
+        for lease in got:
+            log.info("taking over a call from %s", source, extra={"cat": "CALL", "call_id": lease.call_id})
+        results = await asyncio.gather(*(self.resume(lease) for lease in got), return_exceptions=True)
+        for lease, result in zip(got, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("resume failed: %s", type(result).__name__, extra={"call_id": lease.call_id})
+        return len(got)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from session_host.session import CallSession
 
@@ -18,6 +18,7 @@ class CallRegistry:
         self.sessions: dict[str, CallSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.accepting = True
+        self.before_handover: Callable[[], Awaitable[object]] | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -58,6 +59,8 @@ class CallRegistry:
         self.accepting = False
         sessions = list(self.sessions.values())
         if sessions:
+            if self.before_handover is not None:
+                await self.before_handover()
             handed = await asyncio.gather(*(s.hand_over(min(handover_wait, grace / 2)) for s in sessions),
                                           return_exceptions=True)
             n = sum(1 for h in handed if h is True)

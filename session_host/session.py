@@ -184,8 +184,6 @@ class CallSession:
             self.telemetry.calls_started.add(1)
             self.writer.put_rollup(call_started())
         self.writer.put_call(self.call, urgent=True)
-        if self.keeper is not None:
-            self._spawn(self.keeper.run(), "lease")
         status, reason = CallStatus.COMPLETED, "caller hung up"
         attempt = 0
         loop = asyncio.get_running_loop()

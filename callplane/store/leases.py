@@ -1,18 +1,26 @@
-"""Call ownership: one lease entity per live call, so exactly one replica runs a call's tools.
+"""Call ownership: one lease entity per live call, and one heartbeat per replica.
 
-`leases` PK="lease", RK=<callId> (one partition: a bounded set, the live calls, that a sweeper
-can query in one request). The entity holds the owner replica, its expiry (renewed every few
-seconds) and the hand-off request, so any replica can resume the call from `callId` + the store.
-Every change is ETag-guarded: two replicas racing for an expired lease cannot both win.
+`leases` PK="lease":
+- RK=<callId>          the call's lease: owner replica, hand-over offer, attached flag, and the
+                       hand-off request, so any replica can resume the call from the store alone.
+- RK="~beat:<replica>" the replica's heartbeat: expiry (renewed every ttl/4) and a draining flag.
+
+A lease is live while its owner's heartbeat is. Renewing one heartbeat per replica instead of
+every lease keeps the steady-state cost at one request per replica per beat, not one per call.
+Both kinds share a partition so that taking a dead replica's calls is one table transaction that
+also rewrites its heartbeat under the ETag the claimer saw expired: if the owner beat again in
+between, the whole claim fails, so a replica that was only slow never loses a call without
+finding out (its next beat fails on the changed ETag and it re-checks what it still owns).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableTransactionError, UpdateMode
 
 from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
@@ -20,39 +28,105 @@ from callplane.store.models import to_entity
 from callplane.store.tables import Tables
 
 PK = "lease"
+BEAT_PREFIX = "~beat:"  # "~" sorts after every call id, so the beats are one key range
+MAX_CLAIM = 99  # a transaction holds 100 operations: the heartbeat and 99 leases
+
+
+@dataclass(slots=True)
+class Beat:
+    replica: str
+    expires_ms: int
+    draining: bool
+    etag: str
+
+    @property
+    def alive(self) -> bool:
+        return self.expires_ms > now_ms()
 
 
 @dataclass(slots=True)
 class Lease:
     call_id: str
     owner: str
-    expires_ms: int
     handover: bool
     attached: bool  # the owner's control socket is up (a hand-over waits for this)
     request: HandoffRequest
     etag: str
 
-    @property
-    def live(self) -> bool:
-        return not self.handover and self.expires_ms > now_ms()
+
+def _int(value: object) -> int:
+    return int(getattr(value, "value", value))  # type: ignore[call-overload,no-any-return]
 
 
-def _entity(req: HandoffRequest, owner: str, ttl_ms: int, handover: bool = False,
-            attached: bool = False) -> dict[str, object]:
-    return to_entity(PK, req.callId, {"owner": owner, "expiresAt": now_ms() + ttl_ms, "handover": handover,
-                                      "attached": attached, "request": req.model_dump_json()})
+def _beat_entity(replica: str, expires_ms: int, draining: bool) -> dict[str, object]:
+    return to_entity(PK, BEAT_PREFIX + replica, {"replica": replica, "expiresAt": expires_ms, "draining": draining})
+
+
+def _beat(entity: dict[str, object], etag: str) -> Beat:
+    return Beat(replica=str(entity["replica"]), expires_ms=_int(entity["expiresAt"]),
+                draining=bool(entity.get("draining")), etag=etag)
+
+
+def _entity(req: HandoffRequest, owner: str, handover: bool = False, attached: bool = False) -> dict[str, object]:
+    return to_entity(PK, req.callId, {"owner": owner, "handover": handover, "attached": attached,
+                                      "request": req.model_dump_json()})
 
 
 def _lease(entity: dict[str, object], etag: str) -> Lease:
-    expires = entity["expiresAt"]
     return Lease(
         call_id=str(entity["RowKey"]), owner=str(entity["owner"]),
-        expires_ms=int(getattr(expires, "value", expires)),  # type: ignore[call-overload]
         handover=bool(entity.get("handover")), attached=bool(entity.get("attached")),
         request=HandoffRequest.model_validate_json(str(entity["request"])),
         etag=etag,
     )
 
+
+def _guarded(etag: str) -> dict[str, Any]:
+    return {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+# --- heartbeats ---------------------------------------------------------------------------------
+
+async def beat(tables: Tables, replica: str, ttl_ms: int, etag: str | None, *, draining: bool = False,
+               expires_ms: int | None = None) -> Beat | None:
+    """Renew our heartbeat. With `etag`, None when it changed since: a peer declared us dead and
+    took some of our calls. Without it, (re)start the heartbeat unconditionally."""
+    entity = _beat_entity(replica, now_ms() + ttl_ms if expires_ms is None else expires_ms, draining)
+    if etag is None:
+        meta = await tables.leases.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return _beat(entity, meta["etag"])
+    try:
+        meta = await tables.leases.update_entity(entity, **_guarded(etag))
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return _beat(entity, meta["etag"])
+
+
+async def beats(tables: Tables) -> list[Beat]:
+    query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+    params = {"pk": PK, "lo": BEAT_PREFIX, "hi": BEAT_PREFIX[:-1] + ";"}
+    return [_beat(dict(e), str(e.metadata["etag"]))
+            async for e in tables.leases.query_entities(query, parameters=params)]
+
+
+async def get_beat(tables: Tables, replica: str) -> Beat | None:
+    try:
+        entity = await tables.leases.get_entity(PK, BEAT_PREFIX + replica)
+    except ResourceNotFoundError:
+        return None
+    return _beat(dict(entity), str(entity.metadata["etag"]))
+
+
+async def forget(tables: Tables, dead: Beat) -> None:
+    """Drop a long-dead replica's heartbeat once it owns nothing (only if unchanged)."""
+    try:
+        await tables.leases.delete_entity(PK, BEAT_PREFIX + dead.replica, etag=dead.etag,
+                                          match_condition=MatchConditions.IfNotModified)
+    except (ResourceModifiedError, ResourceNotFoundError):
+        pass
+
+
+# --- leases -------------------------------------------------------------------------------------
 
 async def get(tables: Tables, call_id: str) -> Lease | None:
     try:
@@ -62,10 +136,16 @@ async def get(tables: Tables, call_id: str) -> Lease | None:
     return _lease(dict(entity), str(entity.metadata["etag"]))
 
 
-async def acquire(tables: Tables, req: HandoffRequest, owner: str, ttl_ms: int) -> Lease | None:
-    """Take the call's lease: new, ours already, expired, or offered for hand-over. None when a
-    live lease belongs to another replica (or another replica won the race)."""
-    entity = _entity(req, owner, ttl_ms)
+async def owned_by(tables: Tables, owner: str, *, offered_only: bool = False) -> list[Lease]:
+    query = "PartitionKey eq @pk and owner eq @owner" + (" and handover eq true" if offered_only else "")
+    return [_lease(dict(e), str(e.metadata["etag"]))
+            async for e in tables.leases.query_entities(query, parameters={"pk": PK, "owner": owner})]
+
+
+async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | None:
+    """Take a freshly handed-off call's lease: new, ours already, offered for hand-over, or its
+    owner is dead. None when a live replica owns it (or another replica won the race)."""
+    entity = _entity(req, owner)
     try:
         meta = await tables.leases.create_entity(entity)
         return _lease(entity, meta["etag"])
@@ -73,27 +153,53 @@ async def acquire(tables: Tables, req: HandoffRequest, owner: str, ttl_ms: int) 
         pass
     current = await get(tables, req.callId)
     if current is None:
-        return await acquire(tables, req, owner, ttl_ms)
-    if current.owner != owner and current.live:
+        return await acquire(tables, req, owner)
+    if current.owner == owner or current.handover:
+        return await update(tables, current, owner=owner, request=req if current.owner == owner else None)
+    holder = await get_beat(tables, current.owner)
+    if holder is None:  # an owner that never beat: the lease's own ETag is the only guard
+        return await update(tables, current, owner=owner)
+    if holder.alive:
         return None
-    stored = current.request if current.owner != owner else req
-    return await _replace(tables, current, _entity(stored, owner, ttl_ms))
+    taken = await claim(tables, holder, [current], owner)
+    return taken[0] if taken else None
 
 
-async def _replace(tables: Tables, current: Lease, entity: dict[str, object]) -> Lease | None:
+async def take_offered(tables: Tables, lease: Lease, owner: str) -> Lease | None:
+    """Take a lease its live owner offered for hand-over."""
+    return await update(tables, lease, owner=owner)
+
+
+async def claim(tables: Tables, dead: Beat, taken: list[Lease], owner: str) -> list[Lease]:
+    """Take up to MAX_CLAIM of a dead replica's leases in one transaction that also rewrites its
+    heartbeat under the ETag seen expired. Empty when the owner beat again or a peer was faster;
+    `dead.etag` is moved on when it succeeds, so the caller can claim the next batch."""
+    taken = taken[:MAX_CLAIM]
+    if not taken:
+        return []
+    entities = [_entity(lease.request, owner) for lease in taken]
+    ops: list[tuple[Any, ...]] = [("update", _beat_entity(dead.replica, dead.expires_ms, dead.draining),
+                                   _guarded(dead.etag))]
+    ops += [("update", entity, _guarded(lease.etag)) for lease, entity in zip(taken, entities, strict=True)]
     try:
-        meta = await tables.leases.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.etag,
-                                                 match_condition=MatchConditions.IfNotModified)
+        results = await tables.leases.submit_transaction(ops)
+    except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError):
+        return []
+    dead.etag = str(results[0]["etag"])
+    return [_lease(entity, str(meta["etag"])) for entity, meta in zip(entities, results[1:], strict=True)]
+
+
+async def update(tables: Tables, lease: Lease, *, owner: str | None = None, handover: bool = False,
+                 attached: bool | None = None, request: HandoffRequest | None = None) -> Lease | None:
+    """Rewrite a lease under its ETag (take it, offer it, mark it attached). None when it changed."""
+    new_owner = owner or lease.owner
+    keep = (lease.attached and new_owner == lease.owner) if attached is None else attached
+    entity = _entity(request or lease.request, new_owner, handover, keep)
+    try:
+        meta = await tables.leases.update_entity(entity, **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
         return None
     return _lease(entity, meta["etag"])
-
-
-async def renew(tables: Tables, lease: Lease, ttl_ms: int, *, handover: bool = False,
-                attached: bool | None = None) -> Lease | None:
-    """Extend our lease (or offer it for hand-over). None when it is no longer ours."""
-    keep = lease.attached if attached is None else attached
-    return await _replace(tables, lease, _entity(lease.request, lease.owner, ttl_ms, handover, keep))
 
 
 async def release(tables: Tables, lease: Lease) -> None:
@@ -103,14 +209,3 @@ async def release(tables: Tables, lease: Lease) -> None:
                                           match_condition=MatchConditions.IfNotModified)
     except (ResourceModifiedError, ResourceNotFoundError):
         pass
-
-
-async def claimable(tables: Tables) -> list[Lease]:
-    """Leases a replica may take over now: expired (their owner died) or offered for hand-over."""
-    now = now_ms()
-    out = []
-    async for entity in tables.leases.query_entities("PartitionKey eq @pk", parameters={"pk": PK}):
-        lease = _lease(dict(entity), str(entity.metadata["etag"]))
-        if lease.handover or lease.expires_ms <= now:
-            out.append(lease)
-    return out

@@ -1,0 +1,118 @@
+"""Leases and heartbeats on Azurite: who may take a call, and what a slow owner finds out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from callplane.handoff import HandoffRequest
+from callplane.settings import Role, build_settings
+from callplane.signing import new_secret
+from callplane.store import leases
+from callplane.store.tables import Tables, ensure_tables, open_tables
+from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
+
+
+@pytest.fixture
+async def tables(conn: str) -> AsyncIterator[Tables]:
+    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
+           "TABLE_PREFIX": "l" + uuid.uuid4().hex[:8]}
+    t = open_tables(build_settings(Role.SESSION_HOST, env))
+    await ensure_tables(t)
+    yield t
+    await t.close()
+
+
+def req(i: int) -> HandoffRequest:
+    return HandoffRequest(callId=f"rtc_{i}", webhookId=f"wh_{i}", receivedAt=1)
+
+
+async def test_a_live_owner_keeps_its_calls_and_a_dead_one_loses_them(tables: Tables) -> None:
+    await leases.beat(tables, "a", 60_000, None)
+    assert (await leases.acquire(tables, req(1), "a")) is not None
+    assert await leases.acquire(tables, req(1), "b") is None, "a live owner's call is not taken"
+    again = await leases.acquire(tables, req(1), "a")
+    assert again is not None and again.owner == "a", "a duplicate hand-off to the owner is its own"
+
+    await leases.beat(tables, "a", 0, None, expires_ms=1)  # a dies
+    taken = await leases.acquire(tables, req(1), "b")
+    assert taken is not None and taken.owner == "b"
+    assert (await leases.get(tables, "rtc_1")).owner == "b"  # type: ignore[union-attr]
+
+
+async def test_a_claim_fails_whole_when_the_owner_beats_in_between(tables: Tables) -> None:
+    first = await leases.beat(tables, "a", 60_000, None)
+    assert first is not None
+    for i in range(5):
+        await leases.acquire(tables, req(i), "a")
+    dead = await leases.beat(tables, "a", 0, first.etag, expires_ms=1)
+    assert dead is not None and not dead.alive
+    seen = [b for b in await leases.beats(tables) if b.replica == "a"][0]
+    found = await leases.owned_by(tables, "a")
+    assert len(found) == 5
+    # "a" was only slow: it beats again before "b" claims what it saw expired.
+    back = await leases.beat(tables, "a", 60_000, dead.etag)
+    assert back is not None
+    assert await leases.claim(tables, seen, found, "b") == [], "the claim must fail as a whole"
+    assert {lease.owner for lease in await leases.owned_by(tables, "a")} == {"a"}
+
+    # This time "a" really is gone: one transaction takes all five and rewrites its heartbeat,
+    # so "a"'s next guarded beat finds out.
+    gone = await leases.beat(tables, "a", 0, back.etag, expires_ms=1)
+    assert gone is not None
+    seen = [b for b in await leases.beats(tables) if b.replica == "a"][0]
+    got = await leases.claim(tables, seen, await leases.owned_by(tables, "a"), "b")
+    assert sorted(lease.call_id for lease in got) == [f"rtc_{i}" for i in range(5)]
+    assert await leases.owned_by(tables, "a") == []
+    assert await leases.beat(tables, "a", 60_000, gone.etag) is None
+
+
+async def test_a_replica_taken_for_dead_lets_go_of_the_calls_it_lost(tables: Tables) -> None:
+    timing = LeaseTiming(ttl_s=0.4, sweep_s=0.1)
+    keepers = {}
+    for i in range(3):
+        keepers[f"rtc_{i}"] = LeaseKeeper(tables, None, req(i))
+    heart_a = Heartbeat(tables, "a", timing, lambda: keepers)
+    assert await heart_a.beat()  # adopts the three calls taken while the store was "down"
+    assert all(k.lease is not None and k.lease.owner == "a" for k in keepers.values())
+
+    resumed: list[str] = []
+
+    async def resume(lease: leases.Lease) -> None:
+        resumed.append(lease.call_id)
+
+    sweeper_b = Sweeper(tables, "b", lambda: 2, resume)  # room for two only
+    assert await sweeper_b.sweep() == 0, "a live replica's calls are left alone"
+    await asyncio.sleep(0.5)  # "a" stalls past its TTL
+    assert await sweeper_b.sweep() == 2
+    assert len(resumed) == 2
+    assert await heart_a.beat()
+    lost = sorted(cid for cid, k in keepers.items() if k.lost.is_set())
+    assert lost == sorted(resumed), "exactly the calls b took are let go"
+    assert await sweeper_b.sweep() == 0, "a is alive again: its last call stays"
+
+
+async def test_offered_calls_are_taken_only_from_a_draining_peer(tables: Tables) -> None:
+    timing = LeaseTiming(ttl_s=30, sweep_s=0.1)
+    keeper = LeaseKeeper(tables, None, req(7))
+    heart_a = Heartbeat(tables, "a", timing, lambda: {"rtc_7": keeper})
+    await heart_a.beat()
+    taken: list[leases.Lease] = []
+
+    async def resume(lease: leases.Lease) -> None:
+        taken.append(lease)
+        await leases.update(tables, lease, attached=True)
+
+    sweeper_b = Sweeper(tables, "b", lambda: 10, resume)
+    await heart_a.announce_draining()
+    handing = asyncio.create_task(keeper.hand_over(5.0))
+    for _ in range(50):
+        if await sweeper_b.sweep():
+            break
+        await asyncio.sleep(0.05)
+    assert await handing is True and keeper.lost.is_set()
+    assert [lease.call_id for lease in taken] == ["rtc_7"]
+    assert (await leases.get(tables, "rtc_7")).owner == "b"  # type: ignore[union-attr]
