@@ -71,8 +71,10 @@ def create_app(
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
         lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6)))
-    app[keys.REPLICA] = replica or os.environ.get("CONTAINER_APP_REPLICA_NAME") or (
-        f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
+    # One identity per process, not per container: a container restarted after a crash keeps its
+    # replica name, and its heartbeat must not keep the dead process's calls looking owned.
+    base = os.environ.get("CONTAINER_APP_REPLICA_NAME") or socket.gethostname()
+    app[keys.REPLICA] = replica or f"{base}-{uuid.uuid4().hex[:6]}"
     app[keys.STARTED] = now_ms()
     registry = app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
     app[keys.TELEMETRY] = telemetry or Telemetry()
