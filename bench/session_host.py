@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import subprocess
@@ -122,7 +123,9 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
                        loop_lag_p99_ms=after["process"]["loopLagP99Ms"], rss_idle=before["process"]["rssBytes"],
                        rss_peak=peak, rss_per_call_kb=(peak - before["process"]["rssBytes"]) / n / 1024,
                        tool_p50=percentile(tools, 50), tool_p95=percentile(tools, 95), tool_p99=percentile(tools, 99),
-                       completed=sum(1 for c in calls if c.end_reason == "caller hung up"))
+                       completed=sum(1 for c in calls if c.end_reason == "caller hung up"),
+                       ends=dict(collections.Counter(c.end_reason for c in calls)),
+                       store={k: after["store"][k] - before["store"][k] for k in ("requests", "transactions", "entities")})
             # Baseline: the same number of calls, read by the bare loop instead of the host.
             bare_calls = await run_calls(sim, http, env, n, args.ramp, None)
             ws_base = env["REALTIME_WS_BASE"]
@@ -158,6 +161,8 @@ async def main(args: argparse.Namespace) -> None:
                 r["overhead_ratio"], r["tool_p50"], r["tool_p95"], r["tool_p99"], r["loop_lag_p99_ms"],
                 r["rss_per_call_kb"])
         print(" | ".join(f"{v:11.2f}" if isinstance(v, float) else f"{v!s:>11}" for v in vals))
+    for r in rows:
+        print(f"{r['calls']} calls: table requests {r['store']}; call ends {r['ends']}")
     print("targets: overhead x <= 2; tool p99 <= 5 ms at 200 calls; lag p99 <= 25 ms and <= 150 KB/call at 1000")
 
 

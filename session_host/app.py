@@ -81,7 +81,9 @@ def create_app(
     app[keys.TELEMETRY].observe_active_calls(lambda: len(registry))
 
     async def http_ctx(app: web.Application) -> AsyncIterator[None]:
-        http = aiohttp.ClientSession()
+        # No pool limit: every live call holds one connection (its control socket) for its whole
+        # life, and aiohttp's default of 100 would make call 101 wait for a hang-up.
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         app[keys.HTTP] = http
         app[keys.CONTROL] = CallControl(http, settings)
         yield

@@ -1,9 +1,11 @@
 """Live feed for dashboards: one table poller per replica, fanned out to every SSE client.
 
 The poller reads a bounded set (the stats rollup, the active partition, the newest calls) every
-`interval` seconds no matter how many clients listen. When the snapshot changes it is published
-with an id equal to its change time in epoch ms (the newest `updatedAt` it contains, or the stats'
-own change), which is the same on every replica, so `Last-Event-ID` resumes on any of them.
+`interval` seconds no matter how many clients listen, and not at all while none does: with
+hundreds of live calls those reads are a good share of a replica's CPU, spent for nobody.
+When the snapshot changes it is published with an id equal to its change time in epoch ms (the
+newest `updatedAt` it contains, or the stats' own change), which is the same on every replica,
+so `Last-Event-ID` resumes on any of them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class LiveFeed:
         self._digest = ""
         self._subscribers: set[asyncio.Queue[Snapshot | None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._listened = asyncio.Event()
         self.polls = 0
 
     @property
@@ -71,14 +74,26 @@ class LiveFeed:
     def subscribe(self) -> asyncio.Queue[Snapshot | None]:
         queue: asyncio.Queue[Snapshot | None] = asyncio.Queue(maxsize=1)
         self._subscribers.add(queue)
+        self._listened.set()
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Snapshot | None]) -> None:
         self._subscribers.discard(queue)
+        if not self._subscribers:
+            self._listened.clear()
+
+    async def _idle(self) -> None:
+        """Wait for a listener; the snapshot from before the pause is stale, so forget it and let
+        the next poll publish afresh (a new client waits one poll, never sees old data)."""
+        if self._listened.is_set():
+            return
+        self.latest, self._digest = None, ""
+        await self._listened.wait()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._idle()
             started = loop.time()
             try:
                 await self.poll()

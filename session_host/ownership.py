@@ -59,9 +59,10 @@ class LeaseKeeper:
             return self.lease  # unknown: keep going; the heartbeat's re-check settles it
 
     async def attached(self) -> None:
-        """Our control socket is up: say so, so a replica handing over to us can close its own."""
+        """Our control socket is up: tell the replica that handed the call to us, so it can close
+        its own. Nobody waits on a new call or one taken from a dead replica: no write then."""
         async with self._lock:
-            if self.lease is None or self.lease.attached:
+            if self.lease is None or self.lease.attached or not self.lease.offered:
                 return
             updated = await self._update(attached=True)
             if updated is None:

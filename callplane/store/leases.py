@@ -52,6 +52,7 @@ class Lease:
     attached: bool  # the owner's control socket is up (a hand-over waits for this)
     request: HandoffRequest
     etag: str
+    offered: bool = False  # not stored: taken from a peer that waits for our `attached`
 
 
 def _int(value: object) -> int:
@@ -167,7 +168,10 @@ async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | No
 
 async def take_offered(tables: Tables, lease: Lease, owner: str) -> Lease | None:
     """Take a lease its live owner offered for hand-over."""
-    return await update(tables, lease, owner=owner)
+    taken = await update(tables, lease, owner=owner)
+    if taken is not None:
+        taken.offered = True
+    return taken
 
 
 async def claim(tables: Tables, dead: Beat, taken: list[Lease], owner: str) -> list[Lease]:

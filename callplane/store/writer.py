@@ -55,6 +55,8 @@ class WriterStats:
     dropped_turns: int = 0
     flushes: int = 0
     rollup_conflicts: int = 0
+    transactions: int = 0  # of `requests`: multipart batches (the SDK's costliest kind)
+    entities: int = 0  # entities written by batches and upserts
 
 
 class StoreWriter:
@@ -264,12 +266,14 @@ class StoreWriter:
             if not chunk:
                 continue
             self.stats.requests += 1
+            self.stats.entities += len(chunk)
             try:
                 if len(chunk) == 1 and chunk[0][0] == "upsert":
                     # One entity: a plain upsert is the same single request without the SDK's
                     # multipart batch encoding, which costs ~2.5x the CPU.
                     await client.upsert_entity(chunk[0][1], **chunk[0][2])
                 else:
+                    self.stats.transactions += 1
                     await client.submit_transaction(chunk)
             except (TimeoutError, AzureError, OSError) as exc:
                 self.stats.failures += 1
