@@ -88,8 +88,9 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
     await web.TCPSite(runner, "127.0.0.1", sim_port).start()
     sim = sim_app[SIM]
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+    log = open(os.environ.get("BENCH_HOST_LOG", os.devnull), "wb")  # noqa: SIM115
     host = subprocess.Popen([sys.executable, *profile, "-m", "session_host"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     host_url = f"http://127.0.0.1:{host_port}"
     out: dict[str, Any] = {"calls": n}
     try:
@@ -125,7 +126,7 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
                        tool_p50=percentile(tools, 50), tool_p95=percentile(tools, 95), tool_p99=percentile(tools, 99),
                        completed=sum(1 for c in calls if c.end_reason == "caller hung up"),
                        ends=dict(collections.Counter(c.end_reason for c in calls)),
-                       store={k: after["store"][k] - before["store"][k] for k in ("requests", "transactions", "entities")})
+                       store={k: after["store"][k] - before["store"][k] for k in ("requests", "transactions", "entities", "failures", "flushes")})
             # Baseline: the same number of calls, read by the bare loop instead of the host.
             bare_calls = await run_calls(sim, http, env, n, args.ramp, None)
             ws_base = env["REALTIME_WS_BASE"]
@@ -139,6 +140,7 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
     finally:
         host.terminate()
         await asyncio.to_thread(host.wait, 30)
+        log.close()
         await runner.cleanup()
     return out
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+import sys
 
 from aiohttp import web
 
@@ -18,12 +20,20 @@ log = logging.getLogger("session_host")
 
 
 async def serve() -> None:
+    # The table SDK runs on its own thread (callplane/store/tables.py); a 1 ms GIL switch interval
+    # (default 5 ms) bounds how long that thread's CPU can hold up the loop that carries calls.
+    sys.setswitchinterval(0.001)
     settings = load_settings(Role.SESSION_HOST)
     setup_logging(settings.log_format, settings.debug_logging)
     configure(settings.applicationinsights_connection_string, "session_host")
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
+    # Everything loaded so far (openai's event types, pydantic schemas, the SDKs) lives for the
+    # process's life; freezing it keeps the collector's full passes, which otherwise stop the
+    # loop for tens of milliseconds with hundreds of live calls, to the calls' own objects.
+    gc.collect()
+    gc.freeze()
     site = web.TCPSite(runner, "0.0.0.0", settings.port)
     await site.start()
     log.info("session host listening on http://localhost:%d/ (dashboard at /dashboard)", settings.port,

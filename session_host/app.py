@@ -91,7 +91,7 @@ def create_app(
         await http.close()
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        tables = open_tables(settings)
+        tables = open_tables(settings, own_thread=True)  # the SDK's CPU off the calls' loop
         try:
             await ensure_tables(tables)
         except Exception as exc:  # start anyway: writes are buffered and retried

@@ -107,15 +107,10 @@ class CallReader:
         """Newest first. `active`: the live calls if the caller already read them (saves a query)."""
         token = decode_token(next_token) if next_token else None
         # The SDK's paging token is a dict {"PartitionKey", "RowKey"} though typed as str.
-        pager: Any = self._t.callindex.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": RECENT_PK}, results_per_page=limit
-        ).by_page(continuation_token=token)  # type: ignore[arg-type]
-        calls: list[CallRecord] = []
-        async for page in pager:
-            async for entity in page:
-                calls.append(call_from_entity(dict(entity)))
-            break
-        next_raw = encode_token(pager.continuation_token) if len(calls) >= limit else None
+        calls, after = await self._t.callindex.query_page(
+            "PartitionKey eq @pk", {"pk": RECENT_PK}, limit=limit, token=token,
+            parse=lambda e: call_from_entity(dict(e)))
+        next_raw = encode_token(after) if len(calls) >= limit else None
         if any(c.status is CallStatus.ACTIVE for c in calls):
             # Live calls' rows here are as they started; their current state is in `active`.
             live = {c.callId: c for c in (active if active is not None else await self.list_active())}
@@ -123,25 +118,21 @@ class CallReader:
         return calls, next_raw
 
     async def list_active(self) -> list[CallRecord]:
-        entities = self._t.callindex.query_entities("PartitionKey eq @pk", parameters={"pk": ACTIVE_PK})
-        calls = [call_from_entity(dict(e)) async for e in entities]
+        calls = await self._t.callindex.query("PartitionKey eq @pk", {"pk": ACTIVE_PK},
+                                              parse=lambda e: call_from_entity(dict(e)))
         calls.sort(key=lambda c: c.startTime, reverse=True)
         return calls
 
     async def count_active(self) -> int:
-        rows = self._t.callindex.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": ACTIVE_PK}, select=["RowKey"]
-        )
-        return len([r async for r in rows])
+        rows = await self._t.callindex.query("PartitionKey eq @pk", {"pk": ACTIVE_PK}, select=["RowKey"],
+                                             parse=lambda e: e["RowKey"])
+        return len(rows)
 
     async def transcript(self, call_id: str) -> list[dict[str, Any]]:
-        entities = self._t.calls.query_entities(
-            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
-            parameters={"pk": call_id, "lo": "t", "hi": "u"},
-        )
+        rows = await self._t.calls.query("PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+                                         {"pk": call_id, "lo": "t", "hi": "u"}, parse=lambda e: from_entity(dict(e)))
         turns, seen = [], set()
-        async for entity in entities:
-            turn = from_entity(dict(entity))
+        for turn in rows:
             turn_id = turn.pop("turnId", None)
             if turn_id is not None and turn_id in seen:
                 continue

@@ -106,8 +106,7 @@ async def beat(tables: Tables, replica: str, ttl_ms: int, etag: str | None, *, d
 async def beats(tables: Tables) -> list[Beat]:
     query = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
     params = {"pk": PK, "lo": BEAT_PREFIX, "hi": BEAT_PREFIX[:-1] + ";"}
-    return [_beat(dict(e), str(e.metadata["etag"]))
-            async for e in tables.leases.query_entities(query, parameters=params)]
+    return await tables.leases.query(query, params, parse=lambda e: _beat(dict(e), str(e.metadata["etag"])))
 
 
 async def get_beat(tables: Tables, replica: str) -> Beat | None:
@@ -139,8 +138,8 @@ async def get(tables: Tables, call_id: str) -> Lease | None:
 
 async def owned_by(tables: Tables, owner: str, *, offered_only: bool = False) -> list[Lease]:
     query = "PartitionKey eq @pk and owner eq @owner" + (" and handover eq true" if offered_only else "")
-    return [_lease(dict(e), str(e.metadata["etag"]))
-            async for e in tables.leases.query_entities(query, parameters={"pk": PK, "owner": owner})]
+    return await tables.leases.query(query, {"pk": PK, "owner": owner},
+                                     parse=lambda e: _lease(dict(e), str(e.metadata["etag"])))
 
 
 async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | None:

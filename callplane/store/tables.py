@@ -1,42 +1,148 @@
-"""Table clients: one code path for Azurite (connection string) and Azure (endpoint + identity)."""
+"""Table clients: one code path for Azurite (connection string) and Azure (endpoint + identity).
+
+The Azure Tables SDK spends milliseconds of CPU per request (a 100-entity transaction, built
+and parsed with the stdlib `email` package, ~90 ms on this 2-core machine), all of it without
+yielding. Run on the loop that carries live calls, that stalls every call on the replica. So the
+session host gives the SDK an event loop of its own on a thread (`StoreLoop`), and every table
+operation goes through `TableOps`, which runs it there and awaits the result; callers' code is
+the same either way. With the GIL switch interval lowered (session_host/__main__.py), a busy
+store thread delays the call loop by about a millisecond at a time instead of the whole request.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from callplane.settings import Settings
 
 TABLES = ("calls", "callindex", "rollups", "webhooks", "leases")
+T = TypeVar("T")
+Entity = dict[str, Any]
+
+
+class StoreLoop:
+    """An event loop on its own daemon thread, for the table SDK's CPU-heavy requests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="table-store", daemon=True)
+        self._thread.start()
+
+    async def run(self, work: Awaitable[T]) -> T:
+        async def there() -> T:
+            return await work
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(there(), self.loop))
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class TableOps:
+    """The operations we use on one table, run on the store loop when there is one. Queries
+    return whole lists (materialised there too), so no SDK pager crosses threads."""
+
+    def __init__(self, client: TableClient, store: StoreLoop | None) -> None:
+        self.client = client
+        self._store = store
+
+    @property
+    def table_name(self) -> str:
+        return str(self.client.table_name)
+
+    async def _run(self, work: Awaitable[T]) -> T:
+        return await (work if self._store is None else self._store.run(work))
+
+    async def create_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
+        return dict(await self._run(self.client.create_entity(entity, **kw)))
+
+    async def upsert_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
+        return dict(await self._run(self.client.upsert_entity(entity, **kw)))
+
+    async def update_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
+        return dict(await self._run(self.client.update_entity(entity, **kw)))
+
+    async def delete_entity(self, partition_key: str, row_key: str, **kw: Any) -> None:
+        await self._run(self.client.delete_entity(partition_key, row_key, **kw))
+
+    async def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
+        return await self._run(self.client.get_entity(partition_key, row_key, **kw))
+
+    async def submit_transaction(self, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        results: list[Any] = await self._run(self.client.submit_transaction(operations))
+        return [dict(m) for m in results]
+
+    async def query(self, query_filter: str, parameters: dict[str, Any], *, select: list[str] | None = None,
+                    parse: Callable[[Any], T]) -> list[T]:
+        """Every matching entity, each passed through `parse` on the store thread."""
+        async def collect() -> list[T]:
+            pager = self.client.query_entities(query_filter, parameters=parameters, select=select)
+            return [parse(e) async for e in pager]
+
+        return await self._run(collect())
+
+    async def query_page(self, query_filter: str, parameters: dict[str, Any], *, limit: int,
+                         token: Any, parse: Callable[[Any], T]) -> tuple[list[T], Any]:
+        """One page of at most `limit` entities and the continuation token after it."""
+        async def one_page() -> tuple[list[T], Any]:
+            pager: Any = self.client.query_entities(query_filter, parameters=parameters,
+                                                    results_per_page=limit).by_page(continuation_token=token)
+            rows: list[T] = []
+            async for page in pager:
+                rows.extend([parse(e) async for e in page])
+                break
+            return rows, pager.continuation_token
+
+        return await self._run(one_page())
+
+    async def close(self) -> None:
+        await self._run(self.client.close())
 
 
 @dataclass(slots=True)
 class Tables:
     service: TableServiceClient
-    calls: TableClient
-    callindex: TableClient
-    rollups: TableClient
-    webhooks: TableClient
-    leases: TableClient
+    calls: TableOps
+    callindex: TableOps
+    rollups: TableOps
+    webhooks: TableOps
+    leases: TableOps
+    store: StoreLoop | None = None
+
+    async def run(self, coro_factory: Callable[[], Awaitable[T]]) -> T:
+        return await (coro_factory() if self.store is None else self.store.run(coro_factory()))
 
     async def close(self) -> None:
-        for client in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
-            await client.close()
-        await self.service.close()
+        for ops in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
+            await ops.close()
+        await self.run(self.service.close)
+        if self.store is not None:
+            self.store.stop()
 
 
 def _service(settings: Settings) -> TableServiceClient:
     # Bounded retries: the write-behind layer owns long retry loops, so a stuck request must not
     # sit inside the SDK for minutes (its default is 10 tries with up to 120 s backoff).
+    # trust_env off: with it, aiohttp reads ~/.netrc and the proxy variables on a worker thread
+    # for every single request (Container Apps has neither).
     kwargs: dict[str, Any] = {
         "retry_total": 2,
         "retry_backoff_factor": 0.2,
         "retry_backoff_max": 2,
         "connection_timeout": 5,
         "read_timeout": 10,
+        "transport": AioHttpTransport(use_env_settings=False),
     }
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **kwargs)
@@ -45,17 +151,22 @@ def _service(settings: Settings) -> TableServiceClient:
     return TableServiceClient(settings.storage_table_endpoint, credential=DefaultAzureCredential(), **kwargs)
 
 
-def open_tables(settings: Settings) -> Tables:
-    """Construct clients (no I/O); call `ensure_tables` once at start-up."""
+def open_tables(settings: Settings, *, own_thread: bool = False) -> Tables:
+    """Construct clients (no I/O); call `ensure_tables` once at start-up. `own_thread`: run every
+    request on a store thread (the session host), not on the caller's loop."""
     service = _service(settings)
+    store = StoreLoop() if own_thread else None
     names = [f"{settings.table_prefix}{name}" for name in TABLES]
-    clients = [service.get_table_client(name) for name in names]
-    return Tables(service, *clients)
+    ops = [TableOps(service.get_table_client(name), store) for name in names]
+    return Tables(service, ops[0], ops[1], ops[2], ops[3], ops[4], store)
 
 
 async def ensure_tables(tables: Tables) -> None:
-    for client in (tables.calls, tables.callindex, tables.rollups, tables.webhooks, tables.leases):
+    async def create(name: str) -> None:
         try:
-            await tables.service.create_table(client.table_name)
+            await tables.service.create_table(name)
         except ResourceExistsError:
             pass
+
+    for ops in (tables.calls, tables.callindex, tables.rollups, tables.webhooks, tables.leases):
+        await tables.run(lambda name=ops.table_name: create(name))  # type: ignore[misc]
