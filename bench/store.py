@@ -26,7 +26,7 @@ from azure.core.exceptions import AzureError
 from bench.procs import deployed
 from callplane.clock import now_ms, percentile
 from callplane.settings import Role, build_settings
-from callplane.store.calls import call_operation, index_upserts
+from callplane.store.calls import by_partition, call_operation, index_upserts
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord
 from callplane.store.rollups import apply_delta, call_finished, merge_all
 from callplane.store.tables import ensure_tables, open_tables
@@ -71,8 +71,9 @@ async def seed(env: dict[str, str], n: int, records: int) -> float:
                             raise
                         await asyncio.sleep(0.5 * (attempt + 1))
 
-        index_ops = [op for c in calls for pk, op in index_upserts(c)]
-        jobs = [submit(tables.callindex, index_ops[i:i + 100]) for i in range(0, len(index_ops), 100)]
+        jobs = [submit(tables.callindex, ops[i:i + 100])
+                for ops in by_partition([pair for c in calls for pair in index_upserts(c)]).values()
+                for i in range(0, len(ops), 100)]
         jobs += [submit(tables.calls, [call_operation(c)]) for c in calls[:records]]
         await asyncio.gather(*jobs)
         await apply_delta(tables, merge_all(call_finished(c, counted_start=False) for c in calls))

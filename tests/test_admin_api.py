@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from callplane.clock import now_ms
+from callplane.store.models import CallRecord, CallStatus
+from callplane.store.writer import StoreWriter
+from session_host import keys
 from tests.stack import run_stack
 
 
@@ -75,3 +79,29 @@ async def test_responses_match_the_openapi_models(conn: str) -> None:
         openapi.CallOut.model_validate(await stack.api(f"/api/calls/{call_id}"))
         openapi.Transcript.model_validate(await stack.api(f"/api/calls/{call_id}/transcript"))
         openapi.Error.model_validate(await stack.api("/api/calls/nope", status=404))
+
+
+async def test_paging_walks_hour_buckets_newest_first_across_gaps(conn: str) -> None:
+    """The newest-first index is one partition per hour; pages must cross buckets (and empty
+    hours between them) without skipping or repeating a call, and end with no `next`."""
+    async with run_stack(conn) as stack:
+        now = now_ms()
+        hours = [0, 0, 0, 1, 5, 5, 30, 31, 31, 31, 200]  # hours ago: gaps, uneven buckets
+        calls = [CallRecord(callId=f"rtc_h{i:02d}", startTime=now - h * 3_600_000 - i * 1000, endTime=now,
+                            duration=1, status=CallStatus.COMPLETED, updatedAt=now) for i, h in enumerate(hours)]
+        writer = StoreWriter(stack.host_app[keys.TABLES])
+        for call in calls:
+            writer.put_call(call)
+        assert await writer.flush(force=True)
+        expected = [c.callId for c in sorted(calls, key=lambda c: c.startTime, reverse=True)]
+        for limit in (1, 2, 3, 4, 11, 50):
+            seen: list[str] = []
+            url = f"/api/calls?limit={limit}"
+            for _ in range(20):
+                page = await stack.api(url)
+                assert page["count"] <= limit
+                seen += [c["callId"] for c in page["calls"]]
+                if not page.get("next"):
+                    break
+                url = f"/api/calls?limit={limit}&next={page['next']}"
+            assert seen == expected, (limit, seen)

@@ -3,7 +3,9 @@
 Keys (docs/storage.md):
 - calls      PK=<callId>  RK="call"                        the call record
              PK=<callId>  RK="t<epoch ms:013d>-<seq:06d>"  transcript turns, in order
-- callindex  PK="recent"  RK=<inverted start ms>-<callId>   newest-first listing (full record)
+- callindex  PK="r<inverted hour>"  RK=<inverted start ms>-<callId>   newest-first listing (full
+                                                                       record), one partition per hour
+             PK="buckets"  RK="r<inverted hour>"            the hours that hold calls, newest first
              PK="active"  RK=<callId>                       live calls only
 """
 
@@ -28,9 +30,19 @@ from callplane.store.models import (
 from callplane.store.tables import Tables
 
 CALL_RK = "call"
-RECENT_PK = "recent"
+BUCKETS_PK = "buckets"
 ACTIVE_PK = "active"
 _MAX_MS = 10**13 - 1
+_MAX_HOUR = 10**9 - 1
+HOUR_MS = 3_600_000
+_BUCKET_SCAN = 24  # hour buckets read per request while filling a page
+
+
+def recent_pk(start_ms: int) -> str:
+    # One partition per hour of start time, inverted so the bucket list reads newest first. A
+    # single "recent" partition would take every insert of the deployment (the append
+    # hot-partition anti-pattern) and grow without bound.
+    return f"r{_MAX_HOUR - start_ms // HOUR_MS:09d}"
 
 
 def recent_rk(call: CallRecord) -> str:
@@ -50,10 +62,25 @@ def index_upserts(call: CallRecord, *, recent: bool = True) -> list[tuple[str, t
     starts and when it ends, and readers overlay the live state from the active partition."""
     ops: list[tuple[str, tuple[Any, ...]]] = []
     if recent or call.final:
-        ops.append((RECENT_PK, ("upsert", call_entity(RECENT_PK, recent_rk(call), call), {"mode": UpdateMode.REPLACE})))
+        pk = recent_pk(call.startTime)
+        ops.append((pk, ("upsert", call_entity(pk, recent_rk(call), call), {"mode": UpdateMode.REPLACE})))
+        ops.append((BUCKETS_PK, bucket_upsert(pk)))
     if call.status is CallStatus.ACTIVE:
         ops.append((ACTIVE_PK, ("upsert", call_entity(ACTIVE_PK, call.callId, call), {"mode": UpdateMode.REPLACE})))
     return ops
+
+
+def bucket_upsert(pk: str) -> tuple[Any, ...]:
+    return ("upsert", {"PartitionKey": BUCKETS_PK, "RowKey": pk}, {"mode": UpdateMode.REPLACE})
+
+
+def by_partition(pairs: list[tuple[str, tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Group (partition, operation) pairs: a table transaction holds one partition, and the same
+    row twice in one transaction is refused, so repeats keep the last."""
+    out: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for pk, op in pairs:
+        out.setdefault(pk, {})[str(op[1]["RowKey"])] = op
+    return {pk: list(ops.values()) for pk, ops in out.items()}
 
 
 async def remove_from_active(tables: Tables, call_id: str) -> None:
@@ -104,13 +131,31 @@ class CallReader:
 
     async def list_recent(self, limit: int, next_token: str | None = None,
                           active: list[CallRecord] | None = None) -> tuple[list[CallRecord], str | None]:
-        """Newest first. `active`: the live calls if the caller already read them (saves a query)."""
-        token = decode_token(next_token) if next_token else None
-        # The SDK's paging token is a dict {"PartitionKey", "RowKey"} though typed as str.
-        calls, after = await self._t.callindex.query_page(
-            "PartitionKey eq @pk", {"pk": RECENT_PK}, limit=limit, token=token,
-            parse=lambda e: call_from_entity(dict(e)))
-        next_raw = encode_token(after) if len(calls) >= limit else None
+        """Newest first, across hour buckets. `active`: the live calls if the caller already read
+        them (saves a query). The token names the bucket to go on in and, within it, the SDK's
+        continuation (or that the bucket is done)."""
+        token = decode_token(next_token) if next_token else {}
+        start, done = token.get("b", ""), token.get("done") == "1"
+        inner: Any = {"PartitionKey": token["pk"], "RowKey": token["rk"]} if "pk" in token and "rk" in token else None
+        calls: list[CallRecord] = []
+        next_raw: str | None = None
+        lo, exclusive = start, done
+        while next_raw is None:
+            buckets, _ = await self._t.callindex.query_page(
+                f"PartitionKey eq @pk and RowKey {'gt' if exclusive else 'ge'} @lo", {"pk": BUCKETS_PK, "lo": lo},
+                limit=_BUCKET_SCAN, token=None, parse=lambda e: str(e["RowKey"]))
+            for bucket in buckets:
+                rows, after = await self._t.callindex.query_page(
+                    "PartitionKey eq @pk", {"pk": bucket}, limit=limit - len(calls),
+                    token=inner if bucket == start else None, parse=lambda e: call_from_entity(dict(e)))
+                calls.extend(rows)
+                if len(calls) >= limit:
+                    more = {"pk": after["PartitionKey"], "rk": after["RowKey"]} if after else {"done": "1"}
+                    next_raw = encode_token({"b": bucket, **more})
+                    break
+            if len(buckets) < _BUCKET_SCAN:
+                break
+            lo, exclusive = buckets[-1], True
         if any(c.status is CallStatus.ACTIVE for c in calls):
             # Live calls' rows here are as they started; their current state is in `active`.
             live = {c.callId: c for c in (active if active is not None else await self.list_active())}

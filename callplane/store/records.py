@@ -6,7 +6,7 @@ from __future__ import annotations
 from azure.core.exceptions import ResourceExistsError
 
 from callplane.clock import now_ms
-from callplane.store.calls import call_operation, index_upserts, remove_from_active
+from callplane.store.calls import by_partition, call_operation, index_upserts, remove_from_active
 from callplane.store.models import CallRecord, CallStatus
 from callplane.store.rollups import apply_delta, call_finished
 from callplane.store.tables import Tables
@@ -50,7 +50,9 @@ async def record_unhandled_call(
         updatedAt=end,
         summary=f"Call {status.value} before the conversation: {reason}",
     )
-    await tables.calls.submit_transaction([call_operation(call)])
-    await tables.callindex.submit_transaction([op for _, op in index_upserts(call)])
+    _, entity, options = call_operation(call)
+    await tables.calls.upsert_entity(entity, **options)
+    for ops in by_partition(index_upserts(call)).values():
+        await tables.callindex.submit_transaction(ops)
     await remove_from_active(tables, call_id)
     await apply_delta(tables, call_finished(call, counted_start=False))

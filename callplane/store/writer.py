@@ -24,8 +24,8 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from callplane.store.calls import (
-    ACTIVE_PK,
-    RECENT_PK,
+    BUCKETS_PK,
+    by_partition,
     call_operation,
     index_upserts,
     remove_from_active,
@@ -84,6 +84,7 @@ class StoreWriter:
         self._rollup = RollupDelta()
         self._rollup_in_doubt: RollupDelta | None = None
         self._in_recent: set[str] = set()  # live calls whose newest-first row is written
+        self._buckets: set[str] = set()  # hour buckets this writer has listed already
         self.stats = WriterStats()
 
     # --- producer side (never awaits) ---------------------------------------------------
@@ -234,13 +235,15 @@ class StoreWriter:
         if not self._index:
             return True
         batch, self._index = self._index, {}
-        by_pk: dict[str, list[tuple[Any, ...]]] = {RECENT_PK: [], ACTIVE_PK: []}
-        for call in batch.values():
-            for pk, op in index_upserts(call, recent=call.callId not in self._in_recent):
-                by_pk[pk].append(op)
+        pairs = [pair for call in batch.values()
+                 for pair in index_upserts(call, recent=call.callId not in self._in_recent)]
+        by_pk = by_partition([(pk, op) for pk, op in pairs if pk != BUCKETS_PK or op[1]["RowKey"] not in self._buckets])
         ok = True
-        for ops in by_pk.values():
-            ok = await self._submit(self._t.callindex, ops) and ok
+        for pk, ops in by_pk.items():
+            stored = await self._submit(self._t.callindex, ops)
+            ok = stored and ok
+            if stored and pk == BUCKETS_PK:
+                self._buckets.update(str(op[1]["RowKey"]) for op in ops)
         if ok:
             for call in batch.values():
                 if call.final:
