@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 import aiohttp
 from azure.core.exceptions import AzureError
@@ -29,7 +30,7 @@ from callplane.settings import Role, build_settings
 from callplane.store.calls import by_partition, call_operation, index_upserts
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord
 from callplane.store.rollups import apply_delta, call_finished, merge_all
-from callplane.store.tables import ensure_tables, open_tables
+from callplane.store.tables import TableOps, ensure_tables, open_tables
 from simulator.azurite import start_azurite
 from simulator.load import place_and_wait
 from simulator.scenario import load_scenario
@@ -58,13 +59,13 @@ async def seed(env: dict[str, str], n: int, records: int) -> float:
         calls = [fake_call(i, base) for i in range(n)]
         sem = asyncio.Semaphore(4)
 
-        async def submit(client: object, ops: list[tuple[object, ...]]) -> None:
+        async def submit(client: TableOps, ops: list[tuple[Any, ...]]) -> None:
             async with sem:
                 # Seeding batches into a growing partition are slow on Azurite: wait for them, and
                 # retry (upserts are idempotent) when Azurite drops an idle keep-alive connection.
                 for attempt in range(5):
                     try:
-                        await client.submit_transaction(ops, read_timeout=300)  # type: ignore[attr-defined]
+                        await client.submit_transaction(ops, read_timeout=300)
                         return
                     except AzureError:
                         if attempt == 4:

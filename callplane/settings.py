@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     functions_port: int = Field(default=7071, alias="FUNCTIONS_PORT", ge=1, le=65535)
     simulator_port: int = Field(default=8089, alias="SIMULATOR_PORT", ge=1, le=65535)
     max_call_seconds: float = Field(default=1800.0, alias="MAX_CALL_SECONDS", gt=0)
+    # A chat model (Azure: its deployment name) for the end-of-call summary; empty = offline only.
+    summary_model: str = Field(default="", alias="SUMMARY_MODEL")
     shutdown_grace_seconds: float = Field(default=25.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     lease_ttl_seconds: float = Field(default=6.0, alias="LEASE_TTL_SECONDS", ge=0.5, le=120)
     table_prefix: str = Field(default="", alias="TABLE_PREFIX", pattern=r"^[A-Za-z]?[A-Za-z0-9]{0,20}$")

@@ -57,6 +57,9 @@ param sessionHostMaxReplicas int = 10
 @description('Calls one replica takes (MAX_CALLS_PER_REPLICA); also the scale rule target')
 param maxCallsPerReplica int = 200
 
+@description('Optional chat deployment that writes call summaries (SUMMARY_MODEL); empty = offline summary')
+param summaryModel string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -174,6 +177,7 @@ module sessionHost 'app/session-host.bicep' = {
     minReplicas: sessionHostMinReplicas
     maxReplicas: sessionHostMaxReplicas
     maxCallsPerReplica: maxCallsPerReplica
+    summaryModel: summaryModel
   }
 }
 

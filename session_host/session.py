@@ -45,6 +45,7 @@ from callplane.call_control import CallControl, CallControlError, socket_url
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
 from callplane.logs import boxed
+from callplane.model_summary import model_summary
 from callplane.realtime_events import parse_server_event, peek_type
 from callplane.session_config import VoiceMode, greeting_request, session_update
 from callplane.settings import Settings
@@ -137,6 +138,7 @@ class CallSession:
         self._seq = 0
         self._voice_mode = VoiceMode.AUDIO_OUTPUT
         self._user_texts: list[str] = []
+        self._lines: list[tuple[str, str]] = []  # kept only for a model summary (SUMMARY_MODEL)
         self._end: tuple[CallStatus, str] | None = None  # decided by us (hang-up, transfer)
         self._after_response: tuple[str, Action, str | None] | None = None
         self._expires_at: float | None = None
@@ -232,6 +234,7 @@ class CallSession:
                 log.info("call handed over to another replica", extra=self.extra)
             else:
                 self._finalize(status, reason)
+                await self._model_summary()
                 if self.keeper is not None:
                     await self.keeper.release()
             if self.on_finish is not None:
@@ -424,6 +427,8 @@ class CallSession:
             text=text, sentiment=sentiment, interrupted=interrupted, turnId=turn_id,
         )
         self.call.messageCount = self._seq
+        if self.settings.summary_model:
+            self._lines.append((speaker, text))
         self.writer.put_turn(self.req.callId, turn)
         self._publish()
 
@@ -592,6 +597,17 @@ class CallSession:
     def _publish(self) -> None:
         self.call.updatedAt = now_ms()
         self.writer.put_call(self.call, index=True)
+
+    async def _model_summary(self) -> None:
+        """With SUMMARY_MODEL, replace the offline summary (already stored) with the model's."""
+        if not self.settings.summary_model:
+            return
+        c = self.call
+        text = await model_summary(self.http, self.settings, await self.control.auth.headers(), self._lines,
+                                   f"{c.status.value} ({c.endReason})")
+        if text is not None:
+            c.summary, c.updatedAt = text, now_ms()
+            self.writer.put_call(c, urgent=True)
 
     def _finalize(self, status: CallStatus, reason: str) -> None:
         end = now_ms()

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -133,6 +134,40 @@ class Simulator:
         for task in list(call.extra_tasks):
             if task is not asyncio.current_task():
                 task.cancel()
+
+
+# --- REST: chat completions (the optional model summary) --------------------------------------
+FAILING_MODEL = "fail-summary"  # a model name that answers 500: lets tests prove the fallback
+
+
+async def chat_completions(request: web.Request) -> web.Response:
+    """A deterministic `/v1/chat/completions`: the reply names the model and how many transcript
+    lines it was given, so a test can tell a model summary from the offline one."""
+    sim = request.app[SIM]
+    if not _authorized(request, sim):
+        return _err(401, "Incorrect API key provided.", "invalid_api_key")
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return _err(400, "We could not parse the JSON body of your request.", "invalid_json")
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return _err(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and m.get("role") in ("system", "developer", "user", "assistant")
+            and isinstance(m.get("content"), str) for m in messages):
+        return _err(400, "Invalid 'messages': a non-empty list of {role, content}.", "invalid_value", "messages")
+    if body["model"] == FAILING_MODEL:
+        return _err(500, "The server had an error while processing your request.", None, etype="server_error")
+    lines = sum(m["content"].count("\n") + 1 for m in messages if m["role"] == "user")
+    text = f"Model summary ({body['model']}): the caller was helped over {lines} transcript lines."
+    return web.json_response({
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": text, "refusal": None}}],
+        "usage": {"prompt_tokens": 10 * lines, "completion_tokens": 20, "total_tokens": 10 * lines + 20},
+    })
 
 
 # --- REST: call control ----------------------------------------------------------------------
@@ -460,6 +495,7 @@ def create_app(config: SimConfig) -> web.Application:
     for prefix in PREFIX.values():
         app.router.add_post(prefix + "/v1/realtime/calls/{call_id}/{action}", call_action)
         app.router.add_get(prefix + "/v1/realtime", control_socket)
+        app.router.add_post(prefix + "/v1/chat/completions", chat_completions)
     app.router.add_post("/openai/v1/dashboard/webhook_endpoints", create_webhook_endpoint)
     app.router.add_get("/openai/v1/dashboard/webhook_endpoints", list_webhook_endpoints)
     app.router.add_delete("/openai/v1/dashboard/webhook_endpoints/{endpoint_id}", delete_webhook_endpoint)

@@ -79,8 +79,8 @@ class TableOps:
     async def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
         return await self._run(self.client.get_entity(partition_key, row_key, **kw))
 
-    async def submit_transaction(self, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        results: list[Any] = await self._run(self.client.submit_transaction(operations))
+    async def submit_transaction(self, operations: list[tuple[Any, ...]], **kw: Any) -> list[dict[str, Any]]:
+        results: list[Any] = await self._run(self.client.submit_transaction(operations, **kw))
         return [dict(m) for m in results]
 
     async def query(self, query_filter: str, parameters: dict[str, Any], *, select: list[str] | None = None,

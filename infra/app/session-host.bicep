@@ -19,6 +19,7 @@ param useOpenAiKey bool
 param minReplicas int
 param maxReplicas int
 param maxCallsPerReplica int
+param summaryModel string = ''
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsName
@@ -125,6 +126,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'REALTIME_VOICE', value: realtimeVoice }
             { name: 'SIP_TARGET_URI', value: sipTargetUri }
             { name: 'MAX_CALLS_PER_REPLICA', value: string(maxCallsPerReplica) }
+            { name: 'SUMMARY_MODEL', value: summaryModel }
             { name: 'SHUTDOWN_GRACE_SECONDS', value: '570' }
             { name: 'LOG_FORMAT', value: 'json' }
             { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
