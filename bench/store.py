@@ -114,12 +114,14 @@ async def main(args: argparse.Namespace) -> None:
                 async with http.get(f"{sut.host_url}/api/calls?limit=50") as resp:
                     assert (await resp.json())["count"] == 50
                 async with http.get(f"{sut.host_url}/") as resp:
-                    before = (await resp.json())["store"]["requests"]
+                    store0 = (await resp.json())["store"]
                 calls, wall = await place_and_wait(sut.sim, "standard", args.calls, args.calls, 600,
                                                    ramp_s=args.ramp)
                 await asyncio.sleep(3.0)  # final flushes
                 async with http.get(f"{sut.host_url}/") as resp:
-                    after = (await resp.json())["store"]["requests"]
+                    store1 = (await resp.json())["store"]
+                before, after = store0["requests"], store1["requests"]
+                print("writer:", {k: store1[k] - store0[k] for k in store1 if isinstance(store1[k], int)})
             scenario = load_scenario("standard")
             # Real-pacing length of one call: what the scenario scripts, measured at this time scale.
             call_minutes = sum(_real_minutes(c.marks, args.time_scale) for c in calls)

@@ -8,7 +8,7 @@ import uuid
 from callplane.settings import Role, build_settings
 from callplane.signing import new_secret
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord
-from callplane.store.rollups import apply_delta, call_finished, histogram_percentile, read_stats
+from callplane.store.rollups import RollupCache, apply_delta, call_finished, histogram_percentile, read_stats
 from callplane.store.tables import ensure_tables, open_tables
 from tests.stack import run_stack
 
@@ -90,3 +90,27 @@ async def test_a_retried_delta_is_counted_once(conn: str) -> None:
         assert (await read_stats(tables))["totalCalls"] == 2
     finally:
         await tables.close()
+
+
+async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_writer(conn: str) -> None:
+    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
+           "TABLE_PREFIX": "c" + uuid.uuid4().hex[:8]}
+    settings = build_settings(Role.SESSION_HOST, env)
+    a, b = open_tables(settings), open_tables(settings)
+    try:
+        await ensure_tables(a)
+        cache = RollupCache()
+        await apply_delta(a, call_finished(finished(0, CallStatus.COMPLETED), counted_start=False), cache=cache)
+        first = cache.requests  # nothing cached yet: a read and a create (or write)
+        for i in range(1, 6):
+            await apply_delta(a, call_finished(finished(i, CallStatus.COMPLETED), counted_start=False), cache=cache)
+        assert cache.requests - first == 5, "with the ETag cached, each delta is one conditional write"
+        await apply_delta(b, call_finished(finished(6, CallStatus.FAILED), counted_start=False))  # no cache
+        conflicts = await apply_delta(a, call_finished(finished(7, CallStatus.COMPLETED), counted_start=False),
+                                      cache=cache)
+        assert conflicts == 1, "the stale ETag fails once, then a read and a write"
+        stats = await read_stats(a)
+        assert stats["totalCalls"] == 8 and stats["completedCalls"] == 7 and stats["failedCalls"] == 1
+    finally:
+        await a.close()
+        await b.close()

@@ -130,31 +130,69 @@ def _apply(entity: dict[str, Any], delta: RollupDelta) -> dict[str, Any]:
     return out
 
 
-async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20) -> int:
+@dataclass(slots=True)
+class RollupCache:
+    """The rollup entity and ETag as this writer last wrote them. With it a delta is one
+    conditional write instead of a read and a write; another writer's change in between fails
+    the write (412) and costs the read after all."""
+
+    entity: dict[str, Any] | None = None
+    etag: str | None = None
+    requests: int = 0  # table requests made through this cache (for the writer's counts)
+
+
+def _count(cache: RollupCache | None) -> None:
+    if cache is not None:
+        cache.requests += 1
+
+
+async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20,
+                      cache: RollupCache | None = None) -> int:
     """Add `delta` to the rollup entity; returns the number of ETag conflicts retried.
-    Raises azure.core.exceptions.AzureError when the store is unreachable."""
+    Raises azure.core.exceptions.AzureError when the store is unreachable (and then forgets the
+    cache: the write may have committed, so the retry must read and check the delta's id)."""
     conflicts = 0
-    for _ in range(attempts):
-        try:
-            current = await tables.rollups.get_entity(PK, RK)
-            if delta.id in _applied(dict(current)):
-                return conflicts  # an earlier try committed after all
-        except ResourceNotFoundError:
+    known = cache if cache is not None and cache.entity is not None and cache.etag is not None else None
+    try:
+        for _ in range(attempts):
+            if known is not None and known.entity is not None and known.etag is not None:
+                current, etag = known.entity, known.etag
+                known = None
+            else:
+                try:
+                    _count(cache)
+                    read = await tables.rollups.get_entity(PK, RK)
+                    current, etag = dict(read), str(read.metadata["etag"])
+                    if delta.id in _applied(current):
+                        return conflicts  # an earlier try committed after all
+                except ResourceNotFoundError:
+                    try:
+                        _count(cache)
+                        created = _apply({}, delta)
+                        meta = await tables.rollups.create_entity(created)
+                        if cache is not None:
+                            cache.entity, cache.etag = created, str(meta["etag"])
+                        return conflicts
+                    except ResourceExistsError:
+                        conflicts += 1
+                        continue
+            updated = _apply(dict(current), delta)
             try:
-                await tables.rollups.create_entity(_apply({}, delta))
-                return conflicts
-            except ResourceExistsError:
+                _count(cache)
+                meta = await tables.rollups.update_entity(
+                    updated, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
                 conflicts += 1
+                await asyncio.sleep(random.uniform(0.005, 0.05) * min(conflicts, 5))
                 continue
-        try:
-            await tables.rollups.update_entity(
-                _apply(dict(current), delta), mode=UpdateMode.REPLACE,
-                etag=current.metadata["etag"], match_condition=MatchConditions.IfNotModified,
-            )
+            if cache is not None:
+                cache.entity, cache.etag = updated, str(meta["etag"])
             return conflicts
-        except ResourceModifiedError:
-            conflicts += 1
-            await asyncio.sleep(random.uniform(0.005, 0.05) * min(conflicts, 5))
+    except BaseException:
+        if cache is not None:
+            cache.entity = cache.etag = None
+        raise
     raise ResourceModifiedError(f"rollup update lost {attempts} races in a row")
 
 

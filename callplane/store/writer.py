@@ -32,7 +32,7 @@ from callplane.store.calls import (
     turn_operation,
 )
 from callplane.store.models import CallRecord, TranscriptTurn
-from callplane.store.rollups import RollupDelta, apply_delta
+from callplane.store.rollups import RollupCache, RollupDelta, apply_delta
 from callplane.store.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class StoreWriter:
         self._turn_count = 0
         self._rollup = RollupDelta()
         self._rollup_in_doubt: RollupDelta | None = None
+        self._rollup_cache = RollupCache()
         self._in_recent: set[str] = set()  # live calls whose newest-first row is written
         self._buckets: set[str] = set()  # hour buckets this writer has listed already
         self.stats = WriterStats()
@@ -174,10 +175,9 @@ class StoreWriter:
             if not self._rollup:
                 return True
             self._rollup_in_doubt, self._rollup = self._rollup, RollupDelta()
+        before = self._rollup_cache.requests
         try:
-            self.stats.requests += 2  # a read and a conditional write
-            conflicts = await apply_delta(self._t, self._rollup_in_doubt)
-            self.stats.requests += 2 * conflicts
+            conflicts = await apply_delta(self._t, self._rollup_in_doubt, cache=self._rollup_cache)
             self.stats.rollup_conflicts += conflicts
             self._rollup_in_doubt = None
             return True
@@ -185,6 +185,8 @@ class StoreWriter:
             self.stats.failures += 1
             log.warning("rollup update failed, will retry: %s", type(exc).__name__)
             return False
+        finally:
+            self.stats.requests += self._rollup_cache.requests - before
 
     async def _flush_calls(self, force: bool) -> bool:
         now = self._clock()
