@@ -49,11 +49,17 @@ async def _sweep_forever(app: web.Application) -> None:
 
 
 async def _resume(app: web.Application, lease: Lease) -> None:
-    reader = app[keys.READER]
-    record = await reader.get_call(lease.call_id)  # one read: the turns' keys need no count
+    reader, writer = app[keys.READER], app[keys.WRITER]
+    # The active row is the newest state, with the turns the last owner had not yet written to
+    # the call's partition; carry those on, or the next active-row write would drop them.
+    live = await reader.live_state(lease.call_id)
+    record = live[0] if live is not None else await reader.get_call(lease.call_id)
     if record is None:
         record = CallRecord(callId=lease.call_id, startTime=lease.request.receivedAt,
                             callerPhone=lease.request.callerPhone)
+    for turn in live[1] if live is not None else []:
+        writer.put_turn(lease.call_id, turn)
+        record.messageCount = max(record.messageCount, turn.seq)
     session = CallSession(
         lease.request, settings=app[keys.SETTINGS], http=app[keys.HTTP], control=app[keys.CONTROL],
         writer=app[keys.WRITER], replica=app[keys.REPLICA], options=app[keys.OPTIONS],

@@ -97,6 +97,14 @@ async def test_sigkill_calls_resume_on_the_peer(conn: str) -> None:
     async with two_replicas(conn) as (stack, replica_a, _):
         ids = [await stack.place("standard") for _ in range(3)]
         await live_on_a(stack, ids)
+        for call_id in ids:  # the greeting at least has been heard on every call
+            while not stack.sim.calls[call_id].transcript:
+                await asyncio.sleep(0.05)
+        # What the callers heard up to here is more than a second old when A dies: stored (in the
+        # active row's tail if not yet in the call's partition), so the peer must keep all of it.
+        heard = {call_id: list(stack.sim.calls[call_id].transcript) for call_id in ids}
+        assert any(heard.values())
+        await asyncio.sleep(1.5)
         killed = time.monotonic()
         replica_a.kill()
         resumed_after = []
@@ -112,6 +120,8 @@ async def test_sigkill_calls_resume_on_the_peer(conn: str) -> None:
             await stack.wait_ended(call_id, timeout=60)
             call = await stack.wait_call(call_id, timeout=60)
             assert call["status"] == "completed" and call["replica"] == replica_b
+            stored = [t["text"] for t in (await stack.api(f"/api/calls/{call_id}/transcript"))["transcript"]]
+            assert all(text in stored for _, text in heard[call_id]), (heard[call_id], stored)
 
 
 async def test_sweeper_finalises_a_call_that_ended_while_unowned(conn: str) -> None:

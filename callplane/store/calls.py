@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -56,17 +57,36 @@ def turn_rk(timestamp_ms: int, seq: int) -> str:
     return f"t{timestamp_ms:013d}-{seq:06d}"
 
 
-def index_upserts(call: CallRecord, *, recent: bool = True) -> list[tuple[str, tuple[Any, ...]]]:
+TAIL = "pendingTurns"
+_MAX_TAIL = 28_000  # characters of JSON: one Edm.String property holds 32K UTF-16 units
+
+
+def tail_property(turns: Sequence[TranscriptTurn]) -> str | None:
+    """The turns not yet in the call's own partition, as the active row's `pendingTurns`; None
+    when they do not fit one property (the writer then flushes the call's partition at once)."""
+    raw = json.dumps([{"rk": turn_rk(t.timestamp, t.seq), "seq": t.seq, **t.model_dump(mode="json")} for t in turns],
+                     separators=(",", ":"))
+    return raw if len(raw) <= _MAX_TAIL else None
+
+
+def index_upserts(call: CallRecord, *, recent: bool = True,
+                  tail: str | None = None) -> list[tuple[str, tuple[Any, ...]]]:
     """(partition, batchable upsert) pairs that keep the index partitions in step with `call`.
     `recent=False` leaves the newest-first row alone: a live call's row there is written when it
-    starts and when it ends, and readers overlay the live state from the active partition."""
+    starts and when it ends, and readers overlay the live state from the active partition.
+    `tail`: the live call's unflushed turns (see `tail_property`), carried by its active row, which
+    is written within a second anyway: turns are durable that fast while the call's own partition
+    is written only now and then."""
     ops: list[tuple[str, tuple[Any, ...]]] = []
     if recent or call.final:
         pk = recent_pk(call.startTime)
         ops.append((pk, ("upsert", call_entity(pk, recent_rk(call), call), {"mode": UpdateMode.REPLACE})))
         ops.append((BUCKETS_PK, bucket_upsert(pk)))
     if call.status is CallStatus.ACTIVE:
-        ops.append((ACTIVE_PK, ("upsert", call_entity(ACTIVE_PK, call.callId, call), {"mode": UpdateMode.REPLACE})))
+        entity = call_entity(ACTIVE_PK, call.callId, call)
+        if tail is not None:
+            entity[TAIL] = tail
+        ops.append((ACTIVE_PK, ("upsert", entity, {"mode": UpdateMode.REPLACE})))
     return ops
 
 
@@ -123,11 +143,26 @@ class CallReader:
         self._t = tables
 
     async def get_call(self, call_id: str) -> CallRecord | None:
+        """The stored record; for a live call, its newer state from the active partition."""
         try:
             entity = await self._t.calls.get_entity(call_id, CALL_RK)
         except ResourceNotFoundError:
             return None
-        return call_from_entity(dict(entity))
+        call = call_from_entity(dict(entity))
+        if call.status is CallStatus.ACTIVE:
+            live = await self.live_state(call_id)
+            if live is not None:
+                return live[0]
+        return call
+
+    async def live_state(self, call_id: str) -> tuple[CallRecord, list[TranscriptTurn]] | None:
+        """A live call's active row: its current record and the turns not yet in its partition."""
+        try:
+            entity = dict(await self._t.callindex.get_entity(ACTIVE_PK, call_id))
+        except ResourceNotFoundError:
+            return None
+        tail = [TranscriptTurn.model_validate(t) for t in json.loads(entity.get(TAIL) or "[]")]
+        return call_from_entity(entity), tail
 
     async def list_recent(self, limit: int, next_token: str | None = None,
                           active: list[CallRecord] | None = None) -> tuple[list[CallRecord], str | None]:
@@ -174,13 +209,20 @@ class CallReader:
         return len(rows)
 
     async def transcript(self, call_id: str) -> list[dict[str, Any]]:
-        rows = await self._t.calls.query("PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
-                                         {"pk": call_id, "lo": "t", "hi": "u"}, parse=lambda e: from_entity(dict(e)))
-        turns, seen = [], set()
-        for turn in rows:
+        """In order: the call partition's turns, plus a live call's unflushed tail. A turn both
+        replicas wrote around a hand-over (same `turnId`) or both places hold (same key) once."""
+        rows: list[tuple[str, dict[str, Any]]] = await self._t.calls.query(
+            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi", {"pk": call_id, "lo": "t", "hi": "u"},
+            parse=lambda e: (str(e["RowKey"]), from_entity(dict(e))))
+        live = await self.live_state(call_id)
+        if live is not None:
+            rows += [(turn_rk(t.timestamp, t.seq), t.model_dump(mode="json")) for t in live[1]]
+        turns: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for key, turn in sorted(rows, key=lambda r: r[0]):
             turn_id = turn.pop("turnId", None)
-            if turn_id is not None and turn_id in seen:
+            if key in seen or (turn_id is not None and turn_id in seen):
                 continue
-            seen.add(turn_id)
+            seen.update(k for k in (key, turn_id) if k is not None)
             turns.append(turn)
         return turns

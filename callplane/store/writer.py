@@ -3,12 +3,14 @@
 Changes are coalesced in memory (latest call record wins, turns keyed by sequence) and flushed
 as one request per partition: the shared index partitions every `index_interval` (dashboards see
 changes within 2 s; a live call's newest-first row is written only when it starts and ends, its
-live state goes to the small active partition), each call's own partition (record + new turns in
-one transaction) when the call starts and ends and every `call_interval` while it runs. Table
-requests cost the Python SDK milliseconds of CPU each, so fewer of them is what lets one replica
-hold many calls. A failed flush keeps everything and retries with
-backoff and jitter, so a store outage loses nothing while the buffer holds; past `max_turns`
-the oldest non-final turns are dropped, logged and counted, never silently.
+live state goes to the small active partition, together with its turns not yet in its own
+partition, so a turn is durable within about a second), each call's own partition (record + new
+turns in one transaction) when the call starts and ends, every `call_interval` while it runs,
+and at once when its unflushed turns outgrow the active row. Table requests cost the Python SDK
+milliseconds of CPU each, so fewer of them is what lets one replica hold many calls. A failed
+flush keeps everything and retries with backoff and jitter, so a store outage loses nothing
+while the buffer holds; past `max_turns` the oldest non-final turns are dropped, logged and
+counted, never silently.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from callplane.store.calls import (
+    ACTIVE_PK,
     BUCKETS_PK,
     by_partition,
     call_operation,
     index_upserts,
     remove_from_active,
+    tail_property,
     turn_operation,
 )
 from callplane.store.models import CallRecord, TranscriptTurn
@@ -65,7 +69,7 @@ class StoreWriter:
         tables: Tables,
         *,
         index_interval: float = 1.0,
-        call_interval: float = 5.0,
+        call_interval: float = 60.0,
         max_turns: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -86,6 +90,7 @@ class StoreWriter:
         self._rollup_cache = RollupCache()
         self._in_recent: set[str] = set()  # live calls whose newest-first row is written
         self._buckets: set[str] = set()  # hour buckets this writer has listed already
+        self._in_active: set[str] = set()  # live calls whose active row this writer wrote
         self.stats = WriterStats()
 
     # --- producer side (never awaits) ---------------------------------------------------
@@ -237,8 +242,14 @@ class StoreWriter:
         if not self._index:
             return True
         batch, self._index = self._index, {}
-        pairs = [pair for call in batch.values()
-                 for pair in index_upserts(call, recent=call.callId not in self._in_recent)]
+        pairs: list[tuple[str, tuple[Any, ...]]] = []
+        for call in batch.values():
+            pairs += index_upserts(call, recent=call.callId not in self._in_recent, tail=self._tail(call))
+        finals = [c.callId for c in batch.values() if c.final]
+        # A row this writer put in `active` is known to exist, so its delete can ride in the
+        # partition's transaction (a delete of a missing row would fail the whole batch).
+        batched_deletes = [cid for cid in finals if cid in self._in_active]
+        pairs += [(ACTIVE_PK, ("delete", {"PartitionKey": ACTIVE_PK, "RowKey": cid})) for cid in batched_deletes]
         by_pk = by_partition([(pk, op) for pk, op in pairs if pk != BUCKETS_PK or op[1]["RowKey"] not in self._buckets])
         ok = True
         for pk, ops in by_pk.items():
@@ -246,13 +257,18 @@ class StoreWriter:
             ok = stored and ok
             if stored and pk == BUCKETS_PK:
                 self._buckets.update(str(op[1]["RowKey"]) for op in ops)
+            if pk == ACTIVE_PK:
+                if stored:
+                    self._in_active.update(c.callId for c in batch.values() if not c.final)
+                self._in_active.difference_update(batched_deletes)  # done, or retried alone below
         if ok:
             for call in batch.values():
                 if call.final:
                     self._in_recent.discard(call.callId)
                 else:
                     self._in_recent.add(call.callId)
-        for call_id in [c.callId for c in batch.values() if c.final]:
+            finals = [cid for cid in finals if cid not in batched_deletes]
+        for call_id in finals:
             try:
                 self.stats.requests += 1
                 await remove_from_active(self._t, call_id)
@@ -264,6 +280,16 @@ class StoreWriter:
             for cid, call in batch.items():
                 self._index.setdefault(cid, call)
         return ok
+
+    def _tail(self, call: CallRecord) -> str | None:
+        """A live call's turns not yet in its own partition, for its active row."""
+        pending = self._calls.get(call.callId)
+        if call.final or pending is None or not pending.turns:
+            return None
+        tail = tail_property(sorted(pending.turns.values(), key=lambda t: t.seq))
+        if tail is None:
+            pending.urgent = True  # too long for the row: write the call's partition in this flush
+        return tail
 
     async def _submit(self, client: Any, ops: list[tuple[Any, ...]]) -> bool:
         for start in range(0, len(ops), _BATCH):
