@@ -185,7 +185,7 @@ class CallSession:
         if self.resumed is None:
             self.telemetry.calls_started.add(1)
             self.writer.put_rollup(call_started())
-        self.writer.put_call(self.call, urgent=True)
+        self.writer.put_live(self.call)
         status, reason = CallStatus.COMPLETED, "caller hung up"
         attempt = 0
         loop = asyncio.get_running_loop()

@@ -147,7 +147,8 @@ class CallReader:
         try:
             entity = await self._t.calls.get_entity(call_id, CALL_RK)
         except ResourceNotFoundError:
-            return None
+            live = await self.live_state(call_id)  # a live call's partition is written later
+            return live[0] if live is not None else None
         call = call_from_entity(dict(entity))
         if call.status is CallStatus.ACTIVE:
             live = await self.live_state(call_id)

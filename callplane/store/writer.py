@@ -103,6 +103,12 @@ class StoreWriter:
         if pending.urgent:
             self._wake.set()
 
+    def put_live(self, call: CallRecord) -> None:
+        """A call that starts (or is resumed): index rows now, its own partition later. Readers
+        find a live call by its active row, which is the newer state anyway."""
+        self._index[call.callId] = call.model_copy(deep=True)
+        self._wake.set()
+
     def put_turn(self, call_id: str, turn: TranscriptTurn) -> None:
         pending = self._calls.setdefault(call_id, _Pending(since=self._clock()))
         if turn.seq not in pending.turns:
