@@ -173,7 +173,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, nargs="+", default=[100, 200, 500, 1000])
-    parser.add_argument("--time-scale", type=float, default=5.0)
+    parser.add_argument("--time-scale", type=float, default=1.0, help="1 = real pacing: N calls are N real concurrent calls")
     parser.add_argument("--ramp", type=float, default=3.0)
     uvloop.install()
     asyncio.run(main(parser.parse_args()))

@@ -487,6 +487,7 @@ class CallSession:
     async def _run_tools(self, resp: _Response) -> None:
         ctx = ToolContext(self.req.callId, self.req.callerPhone, self.settings.sip_target_uri)
         follow_ups: list[str] = []
+        outcomes: list[ToolOutcome] = []
         if self._handing_over or (self.keeper is not None and self.keeper.lost.is_set()):
             return  # the call's next owner answers these: exactly one replica runs a call's tools
         for call_id, name, arguments in resp.calls:
@@ -502,21 +503,28 @@ class CallSession:
                 span.set_attribute("tool.success", outcome.success)
                 if not outcome.success:
                     span.set_status(Status(StatusCode.ERROR, outcome.error or "error"))
-            self.telemetry.tool_duration.record(outcome.duration_ms, {"tool": name, "success": outcome.success})
-            self._record_tool(outcome)
             await self._send_output(call_id, outcome.output)
+            outcomes.append(outcome)
             if outcome.follow_up:
                 follow_ups.append(outcome.follow_up)
             if outcome.action is not Action.NONE:
                 self._after_response = (name, outcome.action, outcome.action_arg)
-        if self._after_response is not None and self._after_response[1] is Action.END_CALL:
-            # The goodbye was said before the model called end_call: hang up, no new response.
-            await self._do_after_response()
-            return
-        body: Event = {"type": "response.create"}
-        if follow_ups:
-            body["response"] = {"instructions": prompts.INSTRUCTIONS + "\n" + " ".join(follow_ups)}
-        await self._send(body)
+        try:
+            if self._after_response is not None and self._after_response[1] is Action.END_CALL:
+                # The goodbye was said before the model called end_call: hang up, no new response.
+                await self._do_after_response()
+                return
+            body: Event = {"type": "response.create"}
+            if follow_ups:
+                body["response"] = {"instructions": prompts.INSTRUCTIONS + "\n" + " ".join(follow_ups)}
+            await self._send(body)
+        finally:
+            # Bookkeeping (log line, metrics, the record copy for the store) after the caller's
+            # answer is on its way: the round trip is what the caller waits through.
+            for outcome in outcomes:
+                self.telemetry.tool_duration.record(outcome.duration_ms,
+                                                    {"tool": outcome.name, "success": outcome.success})
+                self._record_tool(outcome)
 
     async def _send_output(self, call_id: str, output: dict[str, Any]) -> None:
         await self._send({
