@@ -157,6 +157,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--records", type=int, default=1000)
-    parser.add_argument("--time-scale", type=float, default=10.0)
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="1 = real pacing, so per-second costs are counted against real call-minutes")
     parser.add_argument("--ramp", type=float, default=3.0)
     asyncio.run(main(parser.parse_args()))
