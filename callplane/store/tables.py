@@ -123,6 +123,13 @@ class Tables:
     async def run(self, coro_factory: Callable[[], Awaitable[T]]) -> T:
         return await (coro_factory() if self.store is None else self.store.run(coro_factory()))
 
+    async def compute(self, fn: Callable[[], T]) -> T:
+        """Run CPU-only work (building entities) on the store thread too, off the calls' loop."""
+        async def there() -> T:
+            return fn()
+
+        return await (there() if self.store is None else self.store.run(there()))
+
     async def close(self) -> None:
         for ops in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
             await ops.close()

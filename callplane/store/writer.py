@@ -63,6 +63,13 @@ class WriterStats:
     entities: int = 0  # entities written by batches and upserts
 
 
+def snapshot(call: CallRecord) -> CallRecord:
+    """A copy the session can go on changing: its only mutable fields are two lists whose items
+    are never changed once appended, so copying the lists does what a deep copy (10x slower,
+    on every publish) did."""
+    return call.model_copy(update={"toolCalls": list(call.toolCalls), "latencies": list(call.latencies)})
+
+
 class StoreWriter:
     def __init__(
         self,
@@ -96,7 +103,7 @@ class StoreWriter:
     # --- producer side (never awaits) ---------------------------------------------------
     def put_call(self, call: CallRecord, *, urgent: bool = False, index: bool = True) -> None:
         pending = self._calls.setdefault(call.callId, _Pending(since=self._clock()))
-        pending.call = call.model_copy(deep=True)
+        pending.call = snapshot(call)
         pending.urgent = pending.urgent or urgent or call.final
         if index:
             self._index[call.callId] = pending.call
@@ -106,7 +113,7 @@ class StoreWriter:
     def put_live(self, call: CallRecord) -> None:
         """A call that starts (or is resumed): index rows now, its own partition later. Readers
         find a live call by its active row, which is the newer state anyway."""
-        self._index[call.callId] = call.model_copy(deep=True)
+        self._index[call.callId] = snapshot(call)
         self._wake.set()
 
     def put_turn(self, call_id: str, turn: TranscriptTurn) -> None:
@@ -248,9 +255,23 @@ class StoreWriter:
         if not self._index:
             return True
         batch, self._index = self._index, {}
-        pairs: list[tuple[str, tuple[Any, ...]]] = []
-        for call in batch.values():
-            pairs += index_upserts(call, recent=call.callId not in self._in_recent, tail=self._tail(call))
+        jobs = [(call, call.callId not in self._in_recent, self._tail_turns(call)) for call in batch.values()]
+
+        def build() -> tuple[list[tuple[str, tuple[Any, ...]]], list[str]]:
+            # Runs on the store thread: only the snapshots captured above, no writer state.
+            out: list[tuple[str, tuple[Any, ...]]] = []
+            too_long: list[str] = []
+            for call, recent, turns in jobs:
+                tail = tail_property(turns) if turns else None
+                if turns and tail is None:
+                    too_long.append(call.callId)
+                out += index_upserts(call, recent=recent, tail=tail)
+            return out, too_long
+
+        pairs, too_long = await self._t.compute(build)
+        for call_id in too_long:  # its turns outgrew the active row: write its partition in this flush
+            if call_id in self._calls:
+                self._calls[call_id].urgent = True
         finals = [c.callId for c in batch.values() if c.final]
         # A row this writer put in `active` is known to exist, so its delete can ride in the
         # partition's transaction (a delete of a missing row would fail the whole batch).
@@ -287,15 +308,12 @@ class StoreWriter:
                 self._index.setdefault(cid, call)
         return ok
 
-    def _tail(self, call: CallRecord) -> str | None:
+    def _tail_turns(self, call: CallRecord) -> list[TranscriptTurn]:
         """A live call's turns not yet in its own partition, for its active row."""
         pending = self._calls.get(call.callId)
         if call.final or pending is None or not pending.turns:
-            return None
-        tail = tail_property(sorted(pending.turns.values(), key=lambda t: t.seq))
-        if tail is None:
-            pending.urgent = True  # too long for the row: write the call's partition in this flush
-        return tail
+            return []
+        return sorted(pending.turns.values(), key=lambda t: t.seq)
 
     async def _submit(self, client: Any, ops: list[tuple[Any, ...]]) -> bool:
         for start in range(0, len(ops), _BATCH):
