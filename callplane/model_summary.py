@@ -54,6 +54,3 @@ async def model_summary(http: aiohttp.ClientSession, settings: Settings, headers
         return None
     content = completion.choices[0].message.content if completion.choices else None
     return content.strip()[:1000] if content and content.strip() else None
-
-
-

@@ -45,7 +45,6 @@ class LeaseKeeper:
         self.lease = lease
         self.req = req
         self.lost = asyncio.Event()
-        self.handing_over = False
         # One lease operation at a time: each uses the ETag the previous one returned.
         self._lock = asyncio.Lock()
 
@@ -91,7 +90,6 @@ class LeaseKeeper:
             if offered is None or self.lease is None or not offered.handover:
                 return False
             self.lease = offered
-            self.handing_over = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while loop.time() < deadline:
@@ -106,7 +104,6 @@ class LeaseKeeper:
         # Nobody took it: take it back and carry on here.
         async with self._lock:
             reclaimed = await self._update(handover=False)
-            self.handing_over = False
             if reclaimed is None:
                 self.lost.set()  # someone took it at the last moment
                 return True

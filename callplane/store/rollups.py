@@ -152,12 +152,11 @@ async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20,
     Raises azure.core.exceptions.AzureError when the store is unreachable (and then forgets the
     cache: the write may have committed, so the retry must read and check the delta's id)."""
     conflicts = 0
-    known = cache if cache is not None and cache.entity is not None and cache.etag is not None else None
+    cached = (cache.entity, cache.etag) if cache is not None and cache.entity is not None and cache.etag else None
     try:
         for _ in range(attempts):
-            if known is not None and known.entity is not None and known.etag is not None:
-                current, etag = known.entity, known.etag
-                known = None
+            if cached is not None:
+                (current, etag), cached = cached, None
             else:
                 try:
                     _count(cache)

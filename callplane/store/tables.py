@@ -128,7 +128,7 @@ class Tables:
         async def there() -> T:
             return fn()
 
-        return await (there() if self.store is None else self.store.run(there()))
+        return await self.run(there)
 
     async def close(self) -> None:
         for ops in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
