@@ -1,4 +1,4 @@
-"""Wall-clock helpers. Times in records and the API are epoch milliseconds, as in the seed."""
+"""Wall-clock helpers. Times in records and the API are epoch milliseconds, the unit the admin API has always used."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Logging set-up: the seed's pretty colour categories or one JSON object per line.
+"""Logging set-up: pretty colour categories or one JSON object per line.
 
 Every record passes through redaction on its way out, so a phone number or an email that slips
 into a message or an argument is masked in both formats. Categories travel as `extra={"cat": ...}`
@@ -35,6 +35,8 @@ _ICONS = {
 }
 _RESET = "\033[0m"
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+SUMMARY_FIELD = "callSummary"  # extra: a call's end-of-call fields, drawn as a box by pretty logs
+TAG_CHARS = 12  # how much of a call id the pretty tags show (its random tail)
 
 
 def _category(record: logging.LogRecord) -> str:
@@ -70,13 +72,16 @@ class PrettyFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         cat = _category(record)
         call_id = getattr(record, "call_id", None)
-        tag = f" [{str(call_id)[-12:]}]" if call_id else ""
+        tag = f" [{str(call_id)[-TAG_CHARS:]}]" if call_id else ""
         extras = _extras(record)
+        summary = extras.pop(SUMMARY_FIELD, None)
         tail = (" " + " ".join(f"{k}={v}" for k, v in extras.items())) if extras else ""
         head = f"{_ICONS[cat]} {cat}"
         if self.colour:
             head = f"{_COLOURS[cat]}{head}{_RESET}"
         line = f"{_stamp(record.created)} {head}{tag} {_message(record)}{tail}"
+        if isinstance(summary, dict):
+            line += "\n" + summary_box(str(call_id or "")[-TAG_CHARS:], summary)
         if record.exc_info:
             line += "\n" + redact(self.formatException(record.exc_info))
         return line
@@ -112,8 +117,21 @@ def setup_logging(fmt: str = "pretty", debug: bool = False, stream: Any = None) 
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def summary_box(call_tag: str, summary: dict[str, Any]) -> str:
+    p50 = summary.get("latencyP50Ms")
+    return boxed(f"Call summary {call_tag}", [
+        ("status", f"{summary.get('status')} ({summary.get('reason')})"),
+        ("duration", f"{(summary.get('durationMs') or 0) / 1000:.1f}s"),
+        ("tools", ", ".join(summary.get("tools") or []) or "none"),
+        ("turns", str(summary.get("turns"))),
+        ("barge-ins", str(summary.get("bargeIns"))),
+        ("latency p50", f"{p50} ms" if p50 is not None else "n/a"),
+        ("sentiment", str(summary.get("sentiment"))),
+    ])
+
+
 def boxed(title: str, rows: list[tuple[str, str]]) -> str:
-    """The seed's boxed call summary."""
+    """A box of rows, for pretty logs."""
     width = max([len(title)] + [len(k) + len(v) + 2 for k, v in rows]) + 2
     lines = ["╔" + "═" * width + "╗", "║ " + title.ljust(width - 1) + "║", "╟" + "─" * width + "╢"]
     lines += ["║ " + f"{k}: {v}".ljust(width - 1) + "║" for k, v in rows]

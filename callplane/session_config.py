@@ -1,7 +1,7 @@
 """The one place the Realtime session is configured: the accept body and `session.update`.
 
 Voice goes in `audio.output.voice`; when the service answers `unknown_parameter` for it, the
-session retries with the legacy top-level `voice`, then with no voice at all (DESIGN.md).
+session retries with the legacy top-level `voice`, then with no voice at all (docs/realtime.md).
 The azure dialect never sends input-transcription config: Azure SIP rejects it.
 """
 

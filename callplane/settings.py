@@ -1,4 +1,4 @@
-"""Settings read once from the environment and `.env`, named as in the seed and the Bicep outputs.
+"""Settings read once from the environment and `.env`, named as in `.env.example` and the Bicep outputs.
 
 `load_settings()` is the only entry: it validates everything and, on a bad or missing value,
 stops the process with one line naming the variable (an operator reads that line in a log
@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -34,11 +34,17 @@ class Role(StrEnum):
 
 
 class ConfigError(Exception):
-    """A setting is missing or invalid. `str()` is the one line shown at start-up."""
+    """One or more settings are missing or invalid. `str()` is one line per problem, every
+    problem of the environment at once, so an operator fixes them in one pass."""
 
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"configuration error: {variable}: {problem}")
+    def __init__(self, variable: str, problem: str, more: list[tuple[str, str]] | None = None) -> None:
+        self.problems = [(variable, problem), *(more or [])]
+        super().__init__("\n".join(f"configuration error: {var}: {text}" for var, text in self.problems))
         self.variable = variable
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]]) -> ConfigError:
+        return cls(problems[0][0], problems[0][1], problems[1:])
 
 
 def _check_whsec(variable: str, value: str) -> str:
@@ -58,6 +64,23 @@ def _check_whsec(variable: str, value: str) -> str:
     return value
 
 
+def _connection_string_problem(value: str) -> str | None:
+    """A connection string the table SDK would reject at first use, told at start-up instead."""
+    if value == "UseDevelopmentStorage=true":
+        return None
+    parts = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
+    if any(part and "=" not in part for part in value.split(";")):
+        return "is not a list of Name=value pairs separated by ;"
+    if not (parts.get("TableEndpoint") or parts.get("AccountName")):
+        return "names neither TableEndpoint nor AccountName"
+    endpoint = parts.get("TableEndpoint", "")
+    if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
+        return "TableEndpoint must be an http(s) URL"
+    if not (parts.get("AccountKey") or parts.get("SharedAccessSignature")):
+        return "has neither AccountKey nor SharedAccessSignature"
+    return None
+
+
 def running_in_azure(env: dict[str, str] | None = None) -> bool:
     env = dict(os.environ) if env is None else env
     return bool(env.get("WEBSITE_INSTANCE_ID") or env.get("CONTAINER_APP_NAME"))
@@ -66,7 +89,7 @@ def running_in_azure(env: dict[str, str] | None = None) -> bool:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    # --- the seed's names -------------------------------------------------------------------
+    # --- Realtime and process settings ---------------------------------------------------------------
     openai_api_key: str = Field(default="", alias="OPENAI_API_KEY")
     openai_webhook_secret: str = Field(default="", alias="OPENAI_WEBHOOK_SECRET")
     realtime_model: str = Field(default="gpt-realtime", alias="REALTIME_MODEL")
@@ -129,73 +152,135 @@ class Settings(BaseSettings):
 
     @property
     def call_control_base(self) -> str:
-        """`{OPENAI_BASE}/v1/realtime/calls` as in the seed (Azure's base already ends in /openai)."""
+        """`{OPENAI_BASE}/v1/realtime/calls` (Azure's base already ends in /openai)."""
         return self.openai_base.rstrip("/") + "/v1/realtime/calls"
 
     def check(self, role: Role, env: dict[str, str] | None = None) -> None:
-        """Rules that span fields or depend on the role; raises ConfigError naming the variable."""
-        in_azure = running_in_azure(env)
-        for name in ("OPENAI_BASE",):
-            if urlparse(self.openai_base).scheme not in ("http", "https"):
-                raise ConfigError(name, "must be an http(s) URL")
-        if urlparse(self.realtime_ws_base).scheme not in ("ws", "wss"):
-            raise ConfigError("REALTIME_WS_BASE", "must be a ws(s) URL")
-        if self.dialect is Dialect.AZURE and self.realtime_api_version:
-            raise ConfigError(
-                "REALTIME_API_VERSION",
-                "must be empty with the azure dialect: the GA /openai/v1 path answers 401 to api-version",
-            )
-        if self.test_mode and in_azure:
-            raise ConfigError("TEST_MODE", "signature checks cannot be switched off when running in Azure")
-        # Azure without a key uses the managed identity (Entra token); OpenAI always needs the key.
-        if role in (Role.FUNCTION_APP, Role.SESSION_HOST) and not self.openai_api_key \
-                and self.dialect is Dialect.OPENAI:
-            raise ConfigError("OPENAI_API_KEY", "is required with the openai dialect")
-        if role is Role.FUNCTION_APP:
-            if not self.test_mode or self.openai_webhook_secret:
-                if not self.openai_webhook_secret:
-                    raise ConfigError("OPENAI_WEBHOOK_SECRET", "is required (or TEST_MODE=1 locally)")
-                _check_whsec("OPENAI_WEBHOOK_SECRET", self.openai_webhook_secret)
-            if not self.session_host_url:
-                raise ConfigError("SESSION_HOST_URL", "is required")
-            if urlparse(self.session_host_url).scheme not in ("http", "https"):
-                raise ConfigError("SESSION_HOST_URL", "must be an http(s) URL")
-        if role in (Role.FUNCTION_APP, Role.SESSION_HOST):
-            if not self.handoff_secret:
-                raise ConfigError("HANDOFF_SECRET", "is required")
-            _check_whsec("HANDOFF_SECRET", self.handoff_secret)
-            if not (self.storage_connection_string or self.storage_table_endpoint):
-                raise ConfigError(
-                    "STORAGE_CONNECTION_STRING",
-                    "set it (Azurite / account key) or STORAGE_TABLE_ENDPOINT (managed identity)",
-                )
-        if role is Role.SESSION_HOST and in_azure and not self.admin_token:
-            raise ConfigError("ADMIN_TOKEN", "is required when running in Azure")
-        if role is Role.SIMULATOR and self.openai_webhook_secret:
-            _check_whsec("OPENAI_WEBHOOK_SECRET", self.openai_webhook_secret)
+        """Rules that span fields or depend on the role; raises one ConfigError naming every problem."""
+        problems = self.problems(role, running_in_azure(env))
+        if problems:
+            raise ConfigError.of(problems)
+
+    def problems(self, role: Role, in_azure: bool) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for rule in _RULES:
+            for problem in rule(self, role, in_azure):
+                if problem[0] not in {var for var, _ in found}:  # the first problem per variable
+                    found.append(problem)
+        return found
+
+
+Problems = list[tuple[str, str]]
+
+
+def _whsec_problem(variable: str, value: str) -> Problems:
+    try:
+        _check_whsec(variable, value)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def _urls(s: Settings, role: Role, in_azure: bool) -> Problems:
+    found: Problems = []
+    if urlparse(s.openai_base).scheme not in ("http", "https"):
+        found.append(("OPENAI_BASE", "must be an http(s) URL"))
+    if urlparse(s.realtime_ws_base).scheme not in ("ws", "wss"):
+        found.append(("REALTIME_WS_BASE", "must be a ws(s) URL"))
+    if s.dialect is Dialect.AZURE and s.realtime_api_version:
+        found.append(("REALTIME_API_VERSION",
+                      "must be empty with the azure dialect: the GA /openai/v1 path answers 401 to api-version"))
+    return found
+
+
+def _auth(s: Settings, role: Role, in_azure: bool) -> Problems:
+    found: Problems = []
+    if s.test_mode and in_azure:
+        found.append(("TEST_MODE", "signature checks cannot be switched off when running in Azure"))
+    # Azure without a key uses the managed identity (Entra token); OpenAI always needs the key.
+    if role in (Role.FUNCTION_APP, Role.SESSION_HOST) and not s.openai_api_key and s.dialect is Dialect.OPENAI:
+        found.append(("OPENAI_API_KEY", "is required with the openai dialect"))
+    if role is Role.SESSION_HOST and in_azure:
+        if not s.admin_token:
+            found.append(("ADMIN_TOKEN", "is required when running in Azure"))
+        elif len(s.admin_token) < MIN_ADMIN_TOKEN:
+            found.append(("ADMIN_TOKEN", f"must be at least {MIN_ADMIN_TOKEN} characters when running in Azure"))
+    return found
+
+
+def _webhook(s: Settings, role: Role, in_azure: bool) -> Problems:
+    found: Problems = []
+    if role is Role.FUNCTION_APP:
+        if not s.test_mode or s.openai_webhook_secret:
+            if not s.openai_webhook_secret:
+                found.append(("OPENAI_WEBHOOK_SECRET", "is required (or TEST_MODE=1 locally)"))
+            found += _whsec_problem("OPENAI_WEBHOOK_SECRET", s.openai_webhook_secret)
+        if not s.session_host_url:
+            found.append(("SESSION_HOST_URL", "is required"))
+        elif urlparse(s.session_host_url).scheme not in ("http", "https"):
+            found.append(("SESSION_HOST_URL", "must be an http(s) URL"))
+    if role is Role.SIMULATOR and s.openai_webhook_secret:
+        found += _whsec_problem("OPENAI_WEBHOOK_SECRET", s.openai_webhook_secret)
+    return found
+
+
+def _handoff_and_store(s: Settings, role: Role, in_azure: bool) -> Problems:
+    if role not in (Role.FUNCTION_APP, Role.SESSION_HOST):
+        return []
+    found: Problems = []
+    if not s.handoff_secret:
+        found.append(("HANDOFF_SECRET", "is required"))
+    found += _whsec_problem("HANDOFF_SECRET", s.handoff_secret) if s.handoff_secret else []
+    if s.handoff_secret and s.handoff_secret == s.openai_webhook_secret:
+        found.append(("HANDOFF_SECRET", "must differ from OPENAI_WEBHOOK_SECRET (one leaked key must not sign both)"))
+    if not (s.storage_connection_string or s.storage_table_endpoint):
+        found.append(("STORAGE_CONNECTION_STRING",
+                      "set it (Azurite / account key) or STORAGE_TABLE_ENDPOINT (managed identity)"))
+    elif s.storage_connection_string and (problem := _connection_string_problem(s.storage_connection_string)):
+        found.append(("STORAGE_CONNECTION_STRING", problem))
+    elif s.storage_table_endpoint and urlparse(s.storage_table_endpoint).scheme not in ("http", "https"):
+        found.append(("STORAGE_TABLE_ENDPOINT", "must be an http(s) URL"))
+    return found
+
+
+_RULES = (_urls, _auth, _webhook, _handoff_and_store)
+MIN_ADMIN_TOKEN = 32
 
 
 def _from_validation_error(exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    loc = first.get("loc") or ("?",)
-    return ConfigError(str(loc[0]), first.get("msg", "invalid value"))
+    problems = [(str((err.get("loc") or ("?",))[0]), err.get("msg", "invalid value")) for err in exc.errors()]
+    return ConfigError.of(problems)
 
 
 def build_settings(role: Role, env: dict[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
-    """Validate settings for `role`; raises ConfigError. `env` replaces os.environ (tests)."""
-    try:
+    """Validate settings for `role`; raises ConfigError with every problem found. `env` replaces
+    os.environ (tests)."""
+
+    def read(overrides: dict[str, Any]) -> Settings:
         if env is None:
-            settings = Settings(_env_file=env_file)
-        else:
-            settings = Settings.model_validate(env)
+            return Settings(_env_file=env_file, **overrides)
+        return Settings.model_validate({**env, **overrides})
+
+    try:
+        settings = read({})
     except ValidationError as exc:
-        raise _from_validation_error(exc) from None
+        invalid = _from_validation_error(exc)
+        # Read again with the invalid values at their defaults, so the rules that span fields
+        # report their problems in the same run.
+        defaults = {str(f.alias): f.default for f in Settings.model_fields.values()
+                    if str(f.alias) in {var for var, _ in invalid.problems}}
+        try:
+            rest = read(defaults).problems(role, running_in_azure(env))
+        except ValidationError:
+            rest = []
+        seen = {var for var, _ in invalid.problems}
+        raise ConfigError.of(invalid.problems + [p for p in rest if p[0] not in seen]) from None
     settings.check(role, env)
     return settings
 
 
 def load_settings(role: Role) -> Settings:
-    """Start-up entry: on a configuration error print one line and exit with status 2."""
+    """Start-up entry: on configuration errors print one line each and exit with status 2."""
     try:
         settings = build_settings(role)
     except ConfigError as exc:

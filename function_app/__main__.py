@@ -7,8 +7,10 @@ its `HttpResponse` back. One code path, two hosts.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cache
 
@@ -16,6 +18,7 @@ import azure.functions as func
 from aiohttp import web
 
 from callplane.bodies import read_limited
+from callplane.http_server import JsonErrorRunner, json_errors
 from callplane.logs import setup_logging
 from callplane.settings import Role, Settings, load_settings
 from callplane.telemetry import Telemetry
@@ -62,7 +65,7 @@ def _adapt(handler: FunctionHandler) -> Callable[[web.Request], Awaitable[web.St
 
 
 def build_app(settings: Settings, telemetry: Telemetry | None = None) -> web.Application:
-    application = web.Application(client_max_size=MAX_BODY)
+    application = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
 
     async def deps_ctx(_: web.Application) -> AsyncIterator[None]:
         deps = await open_deps(settings, telemetry)
@@ -87,9 +90,23 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(settings.log_format, settings.debug_logging)
     if settings.test_mode:
         log.warning("TEST_MODE=1: webhook signatures are NOT verified (local use only)")
-    web.run_app(build_app(settings), host="0.0.0.0", port=settings.functions_port, print=None,
-                access_log=None, shutdown_timeout=5)
+    asyncio.run(_serve(settings))
 
+
+async def _serve(settings: Settings) -> None:
+    runner = JsonErrorRunner(build_app(settings), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", settings.functions_port).start()
+    log.info("webhook app listening on http://localhost:%d/openai/webhook", settings.functions_port,
+             extra={"cat": "SUCCESS"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight webhooks", extra={"cat": "WARNING"})
+    await runner.cleanup()
+    log.info("webhook app stopped", extra={"cat": "SUCCESS"})
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 `handle_webhook` takes the raw body and headers and returns a `Reply`; the Azure Functions
 binding (`function_app/__init__.py`) and the local aiohttp adapter (`__main__.py`) only
-translate requests and responses. The order of checks is DESIGN.md's and is part of the
-contract: size → signature → parse → type → dedupe → admission → accept → hand-off.
+translate requests and responses. The order of checks is part of the contract
+(docs/realtime.md): size → signature → parse → type → dedupe → admission → accept → hand-off.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from callplane.http_server import JsonErrorRunner
 from callplane.logs import setup_logging
 from callplane.settings import Role, load_settings
 from callplane.telemetry import configure
@@ -27,7 +28,7 @@ async def serve() -> None:
     setup_logging(settings.log_format, settings.debug_logging)
     configure(settings.applicationinsights_connection_string, "session_host")
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     # Everything loaded so far (openai's event types, pydantic schemas, the SDKs) lives for the
     # process's life; freezing it keeps the collector's full passes, which otherwise stop the
@@ -46,6 +47,7 @@ async def serve() -> None:
     log.info("stopping: no new calls; draining live calls", extra={"cat": "WARNING"})
     await app[keys.REGISTRY].drain(settings.shutdown_grace_seconds, wrap_up_before=10.0)
     await runner.cleanup()
+    log.info("session host stopped", extra={"cat": "SUCCESS"})
 
 
 def main() -> None:

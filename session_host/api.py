@@ -17,6 +17,24 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+def readiness(app: web.Application) -> dict[str, str]:
+    """Each check's state ("ok" or what is wrong). Not ready means: take no new calls."""
+    heartbeat = app.get(keys.HEARTBEAT)
+    checks = {"accepting": "ok" if app[keys.REGISTRY].accepting else "draining: no new calls"}
+    if heartbeat is None or not heartbeat.current():
+        age = "never" if heartbeat is None or not heartbeat.last_ok_ms else f"{now_ms() - heartbeat.last_ok_ms} ms ago"
+        checks["heartbeat"] = f"stale: last beat reached the store {age}"
+    else:
+        checks["heartbeat"] = "ok"
+    return checks
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = readiness(request.app)
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
 async def service_info(request: web.Request) -> web.Response:
     app = request.app
     settings = app[keys.SETTINGS]
@@ -36,13 +54,12 @@ async def service_info(request: web.Request) -> web.Response:
             "serverEvents": app[keys.OPTIONS].counters.server_events,
         },
         "uptime": now_ms() - app[keys.STARTED],
-        "endpoints": ["/dashboard", "/api/stats", "/api/calls", "/api/calls/active", "/api/calls/{callId}",
-                      "/api/calls/{callId}/transcript", "/api/events", "/healthz"],
+        "endpoints": openapi.endpoints(),
     })
 
 
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "10")
+def _limit(request: web.Request, default: int = 10) -> int:
+    raw = request.query.get("limit", str(default))
     try:
         limit = int(raw)
     except ValueError:
@@ -74,7 +91,8 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 async def active_calls(request: web.Request) -> web.Response:
-    calls = await request.app[keys.READER].list_active()
+    limit = _limit(request, default=MAX_LIMIT)
+    calls = (await request.app[keys.READER].list_active())[:limit]
     return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls)})
 
 
@@ -108,6 +126,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/diagnostics/loop-lag/reset", reset_loop_lag)
     app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/", service_info)
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/api/calls", list_calls)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from callplane.call_control import CallControl
 from callplane.clock import now_ms
+from callplane.http_server import json_errors
 from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.leases import Lease
@@ -73,7 +74,7 @@ def create_app(
     settings: Settings, options: SessionOptions | None = None, replica: str | None = None,
     telemetry: Telemetry | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[auth.admin_auth], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[json_errors, auth.admin_auth], client_max_size=1024 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
         lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6)))
@@ -126,6 +127,7 @@ def create_app(
     async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         heartbeat = Heartbeat(app[keys.TABLES], app[keys.REPLICA], app[keys.OPTIONS].lease,
                               lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None})
+        app[keys.HEARTBEAT] = heartbeat
         registry.before_handover = heartbeat.announce_draining
         await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
         tasks = [asyncio.create_task(heartbeat.run(), name="heartbeat"),

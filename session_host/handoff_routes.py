@@ -1,4 +1,5 @@
-"""`POST /internal/calls`: the Function App hands a freshly accepted call to this replica."""
+"""`POST /internal/calls`: the Function App hands a ringing call to this replica, before it accepts it
+(the hand-off is the admission)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ async def take_call(request: web.Request) -> web.Response:
         return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
     if not registry.accepting or registry.full:
         return web.json_response({"error": "at capacity"}, status=503, headers={"Retry-After": "1"})
+    if not (heartbeat := app.get(keys.HEARTBEAT)) or not heartbeat.current():
+        # Peers would take this replica for dead and claim the call: let a replica that can beat take it.
+        return web.json_response({"error": "not ready: heartbeat cannot reach the store"}, status=503,
+                                 headers={"Retry-After": "1"})
     lease = None
     try:
         lease = await leases.acquire(app[keys.TABLES], req, app[keys.REPLICA])

@@ -13,6 +13,7 @@ from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
+from session_host.ownership import Heartbeat
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
 
@@ -29,3 +30,4 @@ STARTED = web.AppKey("started_ms", int)
 LIVE = web.AppKey("live", LiveFeed)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 LOOP = web.AppKey("loop_monitor", LoopMonitor)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)

@@ -7,6 +7,8 @@ from what the routes send.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,48 +78,109 @@ class Stats(_Strict):
 
 class Error(_Strict):
     error: str
+    status: int | None = None
 
 
-ROUTES: list[tuple[str, str, type[BaseModel], str, list[dict[str, Any]]]] = [
-    ("/api/stats", "get", Stats, "Rollup statistics across all replicas", []),
-    ("/api/calls", "get", CallList, "Recent calls, newest first", [
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 10}},
-        {"name": "next", "in": "query", "schema": {"type": "string"}},
-    ]),
-    ("/api/calls/active", "get", ActiveCalls, "Live calls", []),
-    ("/api/calls/{callId}", "get", CallOut, "One call", [
-        {"name": "callId", "in": "path", "required": True, "schema": {"type": "string"}}]),
-    ("/api/calls/{callId}/transcript", "get", Transcript, "One call's transcript in order", [
-        {"name": "callId", "in": "path", "required": True, "schema": {"type": "string"}}]),
+class Health(_Strict):
+    ok: bool
+
+
+class Readiness(_Strict):
+    ready: bool
+    checks: dict[str, str] = Field(description="each check's state: ok, or what is wrong")
+
+
+class SessionOut(_Strict):
+    ok: bool
+    auth: Literal["disabled"] | None = None
+
+
+class ServiceInfo(BaseModel):
+    service: str
+    replica: str
+    endpoints: list[str]
+
+
+_CALL_ID = {"name": "callId", "in": "path", "required": True, "schema": {"type": "string"}}
+_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 10}}
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    method: str
+    summary: str
+    model: type[BaseModel] | None  # None: not JSON (see `media`)
+    params: list[dict[str, Any]] = dataclass_field(default_factory=list)
+    errors: dict[str, str] = dataclass_field(default_factory=dict)
+    public: bool = False  # answers without the admin token
+    media: str = "application/json"
+
+
+ROUTES: list[Route] = [
+    Route("/api/stats", "get", "Rollup statistics across all replicas", Stats, errors={"503": "store unavailable"}),
+    Route("/api/calls", "get", "Recent calls, newest first", CallList,
+          [_LIMIT, {"name": "next", "in": "query", "schema": {"type": "string"}}],
+          {"400": "bad limit or next", "503": "store unavailable"}),
+    Route("/api/calls/active", "get", "Live calls, newest first", ActiveCalls, [_LIMIT],
+          {"400": "bad limit", "503": "store unavailable"}),
+    Route("/api/calls/{callId}", "get", "One call", CallOut, [_CALL_ID],
+          {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"}),
+    Route("/api/calls/{callId}/transcript", "get", "One call's transcript in order", Transcript, [_CALL_ID],
+          {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"}),
+    Route("/api/events", "get", "Live dashboard feed (Server-Sent Events: `snapshot` events; "
+          "Last-Event-ID resumes)", None, media="text/event-stream"),
+    Route("/api/session", "post", "Sign in to the dashboard: body {\"token\": ADMIN_TOKEN}; sets an HttpOnly "
+          "session cookie", SessionOut, errors={"400": "body is not {\"token\": string}", "401": "wrong token",
+                                                 "429": "too many attempts"}, public=True),
+    Route("/api/session", "delete", "Sign out: ends the session on every replica", SessionOut, public=True),
+    Route("/api/openapi.json", "get", "This document", None),
+    Route("/healthz", "get", "Liveness: the process answers", Health, public=True),
+    Route("/readyz", "get", "Readiness: store reachable and heartbeat current; 503 when not", Readiness,
+          errors={"503": "not ready (the body says which check failed)"}, public=True),
+    Route("/", "get", "Service information and the list of endpoints", ServiceInfo, public=True),
 ]
+
+
+def _content(route: Route) -> dict[str, Any]:
+    if route.model is None:
+        schema: dict[str, Any] = {"type": "string"} if route.media != "application/json" else {"type": "object"}
+        return {route.media: {"schema": schema}}
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.model.__name__}"}}}
 
 
 def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     paths: dict[str, Any] = {}
-    for model in {r[2] for r in ROUTES} | {Error}:
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for model in {r.model for r in ROUTES if r.model is not None} | {Error}:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    for path, method, model, summary, params in ROUTES:
-        responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
-            "401": {"description": "ADMIN_TOKEN set and no valid bearer token or session cookie",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        }
-        if params:
-            responses["400" if path == "/api/calls" else "404"] = {
-                "description": "bad limit/next" if path == "/api/calls" else "Call not found",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-        paths[path] = {method: {"summary": summary, "parameters": params, "responses": responses}}
+    for route in ROUTES:
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": _content(route)}}
+        if not route.public:
+            responses["401"] = {"description": "ADMIN_TOKEN set and no valid bearer token or session cookie",
+                                "content": error_ref}
+        for status, description in route.errors.items():
+            responses[status] = {"description": description, "content": error_ref}
+        operation: dict[str, Any] = {"summary": route.summary, "parameters": route.params, "responses": responses}
+        if route.public:
+            operation["security"] = []
+        paths.setdefault(route.path, {})[route.method] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Voice agent admin API", "version": "1",
-                 "description": "Times are epoch milliseconds, durations milliseconds."},
+                 "description": "Times are epoch milliseconds, durations milliseconds. Every answer under /api "
+                                "is JSON, errors included: {\"error\": \"...\"}."},
         "components": {"schemas": schemas, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "va_session"}}},
         "security": [{"bearer": []}, {"cookie": []}],
         "paths": paths,
     }
+
+
+def endpoints() -> list[str]:
+    """The documented paths, for `/`."""
+    return list(dict.fromkeys(["/dashboard", *(r.path for r in ROUTES)]))

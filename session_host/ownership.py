@@ -1,4 +1,4 @@
-"""Ownership of live calls across replicas (DESIGN.md "Ownership and resume"): this replica's
+"""Ownership of live calls across replicas (ARCHITECTURE.md, "Ownership"): this replica's
 heartbeat, each call's lease, hand-over, and the sweeper that resumes calls whose owner stopped
 (hand-over) or died (heartbeat expired). callplane/store/leases.py holds the storage side."""
 
@@ -128,7 +128,12 @@ class Heartbeat:
     timing: LeaseTiming
     local: Callable[[], Mapping[str, LeaseKeeper]]
     draining: bool = False
+    last_ok_ms: int = 0  # when a beat last reached the store
     _etag: str | None = None
+
+    def current(self) -> bool:
+        """The last beat is younger than the TTL: peers see this replica alive."""
+        return now_ms() - self.last_ok_ms < self.timing.ttl_ms
 
     async def beat(self) -> bool:
         try:
@@ -142,6 +147,7 @@ class Heartbeat:
                 self._etag = fresh.etag
                 await self._let_go_of_lost_calls()
             self._etag = fresh.etag
+            self.last_ok_ms = now_ms()
         except AzureError as exc:
             log.warning("heartbeat failed: %s", type(exc).__name__)
             return False

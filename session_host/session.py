@@ -44,7 +44,7 @@ from callplane import prompts
 from callplane.call_control import CallControl, CallControlError, socket_url
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
-from callplane.logs import boxed
+from callplane.logs import SUMMARY_FIELD
 from callplane.model_summary import model_summary
 from callplane.realtime_events import parse_server_event, peek_type
 from callplane.session_config import VoiceMode, greeting_request, session_update
@@ -632,12 +632,11 @@ class CallSession:
         self.writer.put_call(c, urgent=True)
         self.writer.put_rollup(call_finished(c))
         p50 = percentile(c.latencies, 50)
-        log.info("\n" + boxed(f"Call summary {c.callId[-16:]}", [
-            ("status", f"{status.value} ({reason})"),
-            ("duration", f"{(c.duration or 0) / 1000:.1f}s"),
-            ("tools", ", ".join(t.name for t in c.toolCalls) or "none"),
-            ("turns", str(self._seq)),
-            ("barge-ins", str(c.bargeInEvents)),
-            ("latency p50", f"{p50:.0f} ms" if p50 is not None else "n/a"),
-            ("sentiment", c.sentiment),
-        ]), extra={"cat": "SUCCESS" if status is not CallStatus.FAILED else "ERROR", "call_id": c.callId})
+        summary = {
+            "status": status.value, "reason": reason, "durationMs": c.duration or 0,
+            "tools": [t.name for t in c.toolCalls], "turns": self._seq, "bargeIns": c.bargeInEvents,
+            "latencyP50Ms": round(p50) if p50 is not None else None, "sentiment": c.sentiment,
+        }
+        # Structured for queries (JSON logs, Application Insights); the pretty formatter draws the box.
+        log.info("call summary", extra={"cat": "SUCCESS" if status is not CallStatus.FAILED else "ERROR",
+                                        "call_id": c.callId, SUMMARY_FIELD: summary})

@@ -1,6 +1,6 @@
 """The scripted caller and the "model": drives one call's control socket through a scenario.
 
-Events follow the typical flows of shared/realtime-protocol.md §4.3. The runner is one task per
+Events follow the service's typical flows (docs/realtime.md). The runner is one task per
 call; the WebSocket handler feeds it client events through the call's queue and futures.
 """
 

@@ -14,7 +14,7 @@ import tree_sitter_bicep as tsb
 import yaml
 
 PARSER = ts.Parser(ts.Language(tsb.language()))
-ROLE_IDS = {  # documented built-in role definition ids (shared/azure-notes.md §4)
+ROLE_IDS = {  # documented built-in role definition ids (Azure built-in roles reference)
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from callplane.http_server import JsonErrorRunner
 from callplane.settings import Role, Settings, build_settings
 from callplane.signing import new_secret
 from callplane.telemetry import Telemetry
@@ -102,7 +103,7 @@ async def run_stack(conn: str, *, dialect: str = "openai", time_scale: float = 2
     runners: list[web.AppRunner] = []
     try:
         for app, port in ((sim_app, sim_port), (build_function_app(fn_settings, telemetry), fn_port), (host_app, host_port)):
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+            runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=2)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             runners.append(runner)

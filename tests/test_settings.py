@@ -68,8 +68,44 @@ def test_admin_token_required_in_azure() -> None:
     with pytest.raises(ConfigError) as info:
         build_settings(Role.SESSION_HOST, base_env(CONTAINER_APP_NAME="host"))
     assert info.value.variable == "ADMIN_TOKEN"
-    ok = build_settings(Role.SESSION_HOST, base_env(CONTAINER_APP_NAME="host", ADMIN_TOKEN="t"))
-    assert ok.admin_token == "t"
+    with pytest.raises(ConfigError, match="ADMIN_TOKEN: must be at least 32 characters"):
+        build_settings(Role.SESSION_HOST, base_env(CONTAINER_APP_NAME="host", ADMIN_TOKEN="t"))
+    ok = build_settings(Role.SESSION_HOST, base_env(CONTAINER_APP_NAME="host", ADMIN_TOKEN="t" * 32))
+    assert ok.admin_token == "t" * 32
+    assert build_settings(Role.SESSION_HOST, base_env(ADMIN_TOKEN="t")).admin_token == "t", "short is fine locally"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    env = base_env(PORT="99999", HANDOFF_SECRET="x", STORAGE_CONNECTION_STRING="garbage", SESSION_HOST_URL="",
+                   OPENAI_WEBHOOK_SECRET="plain")
+    with pytest.raises(ConfigError) as info:
+        build_settings(Role.FUNCTION_APP, env)
+    assert [var for var, _ in info.value.problems] == [
+        "PORT", "OPENAI_WEBHOOK_SECRET", "SESSION_HOST_URL", "HANDOFF_SECRET", "STORAGE_CONNECTION_STRING"]
+    lines = str(info.value).splitlines()
+    assert len(lines) == 5 and all(line.startswith("configuration error: ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("garbage", "is not a list of Name=value pairs"),
+        ("DefaultEndpointsProtocol=https;AccountKey=abc", "names neither TableEndpoint nor AccountName"),
+        ("AccountName=a;TableEndpoint=ftp://x", "TableEndpoint must be an http(s) URL"),
+        ("AccountName=a;TableEndpoint=https://a.table.core.windows.net", "neither AccountKey nor SharedAccessSignature"),
+    ],
+)
+def test_a_malformed_connection_string_is_one_line(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_settings(Role.SESSION_HOST, base_env(STORAGE_CONNECTION_STRING=value))
+    assert str(info.value) == f"configuration error: STORAGE_CONNECTION_STRING: {problem}" or problem in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_handoff_secret_must_differ_from_the_webhook_secret() -> None:
+    secret = new_secret()
+    with pytest.raises(ConfigError, match="HANDOFF_SECRET: must differ"):
+        build_settings(Role.FUNCTION_APP, base_env(HANDOFF_SECRET=secret, OPENAI_WEBHOOK_SECRET=secret))
 
 
 @pytest.mark.parametrize("module", ["function_app", "session_host"])
@@ -82,6 +118,12 @@ def test_entry_point_stops_with_one_line(module: str, tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["configuration error: HANDOFF_SECRET: must be a Standard Webhooks secret of the form whsec_<base64>"]
+    env["PORT"] = env["FUNCTIONS_PORT"] = "0"
+    proc = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 3, lines
+    assert {line.split(":")[1].strip() for line in lines} == {"PORT", "FUNCTIONS_PORT", "HANDOFF_SECRET"}
 
 
 def test_env_example_documents_every_setting() -> None:

@@ -1,4 +1,4 @@
-"""Bad webhooks are refused in DESIGN.md's order and leave no record and no accept."""
+"""Bad webhooks are refused in the documented order (docs/realtime.md) and leave no record and no accept."""
 
 from __future__ import annotations
 

@@ -171,32 +171,46 @@ class CallReader:
         them (saves a query). The token names the bucket to go on in and, within it, the SDK's
         continuation (or that the bucket is done)."""
         token = decode_token(next_token) if next_token else {}
-        start, done = token.get("b", ""), token.get("done") == "1"
-        inner: Any = {"PartitionKey": token["pk"], "RowKey": token["rk"]} if "pk" in token and "rk" in token else None
-        calls: list[CallRecord] = []
-        next_raw: str | None = None
-        lo, exclusive = start, done
-        while next_raw is None:
-            buckets, _ = await self._t.callindex.query_page(
-                f"PartitionKey eq @pk and RowKey {'gt' if exclusive else 'ge'} @lo", {"pk": BUCKETS_PK, "lo": lo},
-                limit=_BUCKET_SCAN, token=None, parse=lambda e: str(e["RowKey"]))
-            for bucket in buckets:
-                rows, after = await self._t.callindex.query_page(
-                    "PartitionKey eq @pk", {"pk": bucket}, limit=limit - len(calls),
-                    token=inner if bucket == start else None, parse=lambda e: call_from_entity(dict(e)))
-                calls.extend(rows)
-                if len(calls) >= limit:
-                    more = {"pk": after["PartitionKey"], "rk": after["RowKey"]} if after else {"done": "1"}
-                    next_raw = encode_token({"b": bucket, **more})
-                    break
-            if len(buckets) < _BUCKET_SCAN:
-                break
-            lo, exclusive = buckets[-1], True
+        # One row more than asked for: a `next` is given only when that row exists, so a page
+        # that ends exactly at the last call does not lead to an empty one. The token names that
+        # row by its keys (the service's own continuation values are opaque).
+        found = await self._index_rows(limit + 1, token.get("b", ""), token.get("rk", ""))
+        calls = [call for _, _, call in found[:limit]]
+        next_raw = None
+        if len(found) > limit:
+            bucket, row_key, _ = found[limit]
+            next_raw = encode_token({"b": bucket, "rk": row_key})
         if any(c.status is CallStatus.ACTIVE for c in calls):
             # Live calls' rows here are as they started; their current state is in `active`.
             live = {c.callId: c for c in (active if active is not None else await self.list_active())}
             calls = [live.get(c.callId, c) if c.status is CallStatus.ACTIVE else c for c in calls]
         return calls, next_raw
+
+    async def _index_rows(self, want: int, start: str, start_row: str) -> list[tuple[str, str, CallRecord]]:
+        """Up to `want` index rows, newest first, from row `start_row` of bucket `start` on."""
+        found: list[tuple[str, str, CallRecord]] = []
+        lo, exclusive = start, False
+        while len(found) < want:
+            buckets, _ = await self._t.callindex.query_page(
+                f"PartitionKey eq @pk and RowKey {'gt' if exclusive else 'ge'} @lo", {"pk": BUCKETS_PK, "lo": lo},
+                limit=_BUCKET_SCAN, token=None, parse=lambda e: str(e["RowKey"]))
+            for bucket in buckets:
+                after: Any = None
+                row_from = start_row if bucket == start else ""
+                while len(found) < want:  # the service may end a page early with a continuation
+                    rows, after = await self._t.callindex.query_page(
+                        "PartitionKey eq @pk and RowKey ge @rk", {"pk": bucket, "rk": row_from},
+                        limit=want - len(found), token=after,
+                        parse=lambda e: (str(e["RowKey"]), call_from_entity(dict(e))))
+                    found.extend((bucket, row_key, call) for row_key, call in rows)
+                    if not after:
+                        break
+                if len(found) >= want:
+                    break
+            if len(buckets) < _BUCKET_SCAN:
+                break
+            lo, exclusive = buckets[-1], True
+        return found
 
     async def list_active(self) -> list[CallRecord]:
         calls = await self._t.callindex.query("PartitionKey eq @pk", {"pk": ACTIVE_PK},

@@ -27,7 +27,7 @@ class ToolCallRecord(BaseModel):
 
 
 class CallRecord(BaseModel):
-    """The admin API's `call` object (DESIGN.md "Interfaces"); also what is stored."""
+    """The admin API's `call` object (docs/api.md); also what is stored."""
 
     model_config = ConfigDict(validate_assignment=False)
 

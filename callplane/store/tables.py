@@ -1,7 +1,7 @@
 """Table clients: one code path for Azurite (connection string) and Azure (endpoint + identity).
 
 The Azure Tables SDK spends milliseconds of CPU per request (a 100-entity transaction, built
-and parsed with the stdlib `email` package, ~90 ms on this 2-core machine), all of it without
+and parsed with the stdlib `email` package, ~90 ms on a 2-vCPU replica), all of it without
 yielding. Run on the loop that carries live calls, that stalls every call on the replica. So the
 session host gives the SDK an event loop of its own on a thread (`StoreLoop`), and every table
 operation goes through `TableOps`, which runs it there and awaits the result; callers' code is

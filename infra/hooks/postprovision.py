@@ -3,9 +3,9 @@
 Runs after `azd provision` with the Bicep outputs in the environment. Idempotent: running it
 again changes nothing that is already right.
 - `handoff-secret` (whsec_) and `admin-token`: generated here if Key Vault lacks them; never typed.
-- The webhook endpoint (Azure `POST {AZURE_OPENAI_ENDPOINT}/openai/v1/dashboard/webhook_endpoints`,
-  as the seed registers it) pointing at the Function App; its signing secret, shown only once, is
-  stored as `webhook-secret`. An endpoint for our URL whose secret we no longer hold is replaced.
+- The webhook endpoint (Azure `POST {AZURE_OPENAI_ENDPOINT}/openai/v1/dashboard/webhook_endpoints`)
+  pointing at the Function App; its signing secret, shown only once, is stored as `webhook-secret`.
+  An endpoint for our URL whose secret we no longer hold is replaced.
 - `openai-api-key`: stored only when AZURE_OPENAI_API_KEY is given (USE_OPENAI_KEY=true).
 Needs: pip install azure-identity azure-keyvault-secrets (both in requirements.txt).
 """

@@ -1,0 +1,94 @@
+"""What both servers share below the routes: connection limits and JSON errors from the parser.
+
+aiohttp answers requests it cannot parse (a path or header line over 8 KiB, a bad method) from
+its protocol handler, before any middleware runs, as `text/plain` with a logged traceback. Every
+answer of ours is JSON and a bad request is the client's fault, not ours: `JsonErrorRunner` makes
+those answers JSON and logs one line. The limits close connections that hold a file descriptor
+without sending a request (aiohttp 3.14 starts the keep-alive timer when a connection opens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+log = logging.getLogger("callplane.http")
+
+# A connection that has sent no request after this long is closed (idle keep-alive included).
+IDLE_TIMEOUT_S = 60.0
+SERVER_LIMITS: dict[str, Any] = {"keepalive_timeout": IDLE_TIMEOUT_S, "max_line_size": 8190, "max_field_size": 8190}
+
+
+def error_body(status: int, detail: str) -> bytes:
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    lines = (detail or "").split(": bytearray(")[0].strip().splitlines()  # never echo the raw bytes
+    text = f"{phrase}: {lines[0][:200]}" if lines and lines[0] != phrase else phrase
+    return json.dumps({"error": text, "status": status}).encode()
+
+
+class _JsonErrorHandler(RequestHandler):
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            log.error("request failed: %s", type(exc).__name__ if exc else status, exc_info=exc)
+        else:
+            log.info("refused a malformed request (%d): %s", status, (message or "").splitlines()[0][:120]
+                     if message else type(exc).__name__ if exc else "")
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        text = message or ""
+        if status >= 500:
+            text = "the server could not handle this request"  # never a traceback to the client
+        resp = web.Response(status=status, body=error_body(status, text), content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorRunner(web.AppRunner):
+    """`web.AppRunner` whose protocol handler answers parse errors as JSON."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **{**SERVER_LIMITS, **kwargs})
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The app builds its Server itself; only the protocol class differs, so swap the class
+        # rather than copy aiohttp's private construction.
+        server.__class__ = _JsonErrorServer
+        return server
+
+
+Handler = Any
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Routing errors (404, 405, 413) and unexpected failures answered as JSON, never as a
+    traceback; the failure is logged once with its type."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        detail = f"{request.method} {request.path[:200]}" if exc.status in (404, 405) else exc.text or ""
+        return web.Response(status=exc.status, body=error_body(exc.status, detail),
+                            content_type="application/json", headers=_kept_headers(exc))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.Response(status=500, body=error_body(500, "the server could not handle this request"),
+                            content_type="application/json")
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    return {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "location")}
