@@ -26,8 +26,14 @@ async def one(http: aiohttp.ClientSession, ws_url: str, key: str, call_id: str, 
             counts[0] += 1
             if '"response.function_call_arguments.done"' in msg.data:
                 ev = json.loads(msg.data)
-                await ws.send_str(json.dumps({"type": "conversation.item.create", "item": {
-                    "type": "function_call_output", "call_id": ev["call_id"], "output": "{}"}}))
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.create",
+                            "item": {"type": "function_call_output", "call_id": ev["call_id"], "output": "{}"},
+                        }
+                    )
+                )
                 await ws.send_str('{"type":"response.create"}')
 
 

@@ -37,6 +37,7 @@ async def client(http: aiohttp.ClientSession, url: str, lags: list[float], stop:
 
 def clients_process(url: str, n: int, seconds: float, out: multiprocessing.Queue[list[float]]) -> None:
     """The browsers live in their own process, as they would: their parsing must not slow the replica."""
+
     async def run() -> list[float]:
         lags: list[float] = []
         stop = asyncio.Event()
@@ -75,12 +76,15 @@ async def main(args: argparse.Namespace) -> None:
             one = asyncio.create_task(client(http, f"{stack.host_url}/api/events", [], stop))
             idle = await polls_per_s(http, stack.host_url, 3.0)
             one.cancel()
-            readers = [asyncio.create_task(client(http, f"{stack.host_url}/api/events", lags, stop))
-                       for _ in range(args.clients)]
+            readers = [
+                asyncio.create_task(client(http, f"{stack.host_url}/api/events", lags, stop))
+                for _ in range(args.clients)
+            ]
             await asyncio.sleep(1.0)
             lags.clear()  # the initial snapshot each client gets on connect is not a change
-            load_task = asyncio.create_task(place_and_wait(stack.sim, "standard", args.calls, args.calls, 300,
-                                                            ramp_s=args.ramp))
+            load_task = asyncio.create_task(
+                place_and_wait(stack.sim, "standard", args.calls, args.calls, 300, ramp_s=args.ramp)
+            )
             busy = await polls_per_s(http, stack.host_url, 3.0)
             _, wall = await load_task
             await asyncio.sleep(2.0)
@@ -94,9 +98,11 @@ async def main(args: argparse.Namespace) -> None:
     p50, p95, p99 = (percentile(lags, q) for q in (50, 95, 99))
     if args.verbose:
         print("lag deciles:", [percentile(lags, q) for q in range(10, 100, 10)])
-    print(f"clients={args.clients} calls={args.calls} (arriving over {args.ramp}s, all live together) "
-          f"time_scale={args.time_scale} wall={wall:.1f}s "
-          f"snapshots_received={len(lags)}")
+    print(
+        f"clients={args.clients} calls={args.calls} (arriving over {args.ramp}s, all live together) "
+        f"time_scale={args.time_scale} wall={wall:.1f}s "
+        f"snapshots_received={len(lags)}"
+    )
     print(f"{'metric':44} | {'value':>10} | {'target':>10} | {'x baseline':>10}")
     print("-" * 84)
     print(f"{'delivery lag p50 (ms)':44} | {p50:10.0f} | {'':>10} | {'':>10}")

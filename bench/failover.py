@@ -48,15 +48,25 @@ TTL = "3"
 class Replica:
     def __init__(self, env: dict[str, str], name: str) -> None:
         self.port = free_port()
-        self.env = {**env, "PORT": str(self.port), "LEASE_TTL_SECONDS": TTL, "SHUTDOWN_GRACE_SECONDS": "30",
-                    "CONTAINER_APP_REPLICA_NAME": name}
+        self.env = {
+            **env,
+            "PORT": str(self.port),
+            "LEASE_TTL_SECONDS": TTL,
+            "SHUTDOWN_GRACE_SECONDS": "30",
+            "CONTAINER_APP_REPLICA_NAME": name,
+        }
         self.name = name
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, http: aiohttp.ClientSession) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "session_host"], cwd=ROOT, env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "session_host"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         await wait_healthy(http, self.url, timeout=20)
 
     async def stop(self, sig: int) -> int:
@@ -65,8 +75,16 @@ class Replica:
         return await asyncio.to_thread(self.proc.wait, 60)
 
 
-async def place(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], targets: list[str],
-                n: int, ramp: float, *, duplicate: bool = False) -> list[SimCall]:
+async def place(
+    sim: Simulator,
+    http: aiohttp.ClientSession,
+    env: dict[str, str],
+    targets: list[str],
+    n: int,
+    ramp: float,
+    *,
+    duplicate: bool = False,
+) -> list[SimCall]:
     """Accept and hand off `n` calls: round-robin over `targets`, or to all of them at once."""
     settings = build_settings(Role.SESSION_HOST, env)
     scenario = load_scenario("standard")
@@ -74,8 +92,9 @@ async def place(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str]
     calls: list[SimCall] = []
 
     async def hand(url: str, call: SimCall, i: int) -> int:
-        req = HandoffRequest(callId=call.call_id, callerPhone=call.caller, webhookId=f"wh_{i}",
-                             receivedAt=now_ms()).body()
+        req = HandoffRequest(
+            callId=call.call_id, callerPhone=call.caller, webhookId=f"wh_{i}", receivedAt=now_ms()
+        ).body()
         headers = {"content-type": "application/json", **signing.sign_headers(env["HANDOFF_SECRET"], req)}
         async with http.post(f"{url}/internal/calls", data=req, headers=headers) as resp:
             return resp.status
@@ -88,8 +107,11 @@ async def place(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str]
         urls = targets if duplicate else [targets[i % len(targets)]]
         statuses = await asyncio.gather(*(hand(u, call, i) for u in urls))
         assert any(s == 202 for s in statuses), statuses
-        async with http.post(f"{env['OPENAI_BASE']}/v1/realtime/calls/{call.call_id}/accept", json=body,
-                             headers={"api-key": env["OPENAI_API_KEY"]}) as resp:
+        async with http.post(
+            f"{env['OPENAI_BASE']}/v1/realtime/calls/{call.call_id}/accept",
+            json=body,
+            headers={"api-key": env["OPENAI_API_KEY"]},
+        ) as resp:
             assert resp.status == 200, await resp.text()
 
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -115,8 +137,9 @@ async def outcome(http: aiohttp.ClientSession, url: str, calls: list[SimCall]) -
     return {"cut": cut, "turns_lost": lost, "turns_doubled": doubled, "tools_twice": twice}
 
 
-async def scenario_rolling(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica,
-                           b: Replica, n: int) -> dict[str, Any]:
+async def scenario_rolling(
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
+) -> dict[str, Any]:
     calls = await place(sim, http, env, [a.url, b.url], n, ramp=2.0)
     await asyncio.sleep(3.0)
     t0 = time.monotonic()
@@ -127,13 +150,18 @@ async def scenario_rolling(sim: Simulator, http: aiohttp.ClientSession, env: dic
     restart_s = time.monotonic() - t0
     await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
     out = await outcome(http, a.url, calls)
-    out.update(calls=n, restart_s=round(restart_s, 1), exit_codes=f"{rc_a},{rc_b}",
-               resumed=sum(1 for c in calls if c.socket_opens >= 2))
+    out.update(
+        calls=n,
+        restart_s=round(restart_s, 1),
+        exit_codes=f"{rc_a},{rc_b}",
+        resumed=sum(1 for c in calls if c.socket_opens >= 2),
+    )
     return out
 
 
-async def scenario_kill(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica,
-                        b: Replica, n: int) -> dict[str, Any]:
+async def scenario_kill(
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
+) -> dict[str, Any]:
     calls = await place(sim, http, env, [a.url], n, ramp=2.0)
     await asyncio.sleep(3.0)
     killed_ms = now_ms()
@@ -147,8 +175,9 @@ async def scenario_kill(sim: Simulator, http: aiohttp.ClientSession, env: dict[s
     return out
 
 
-async def scenario_duplicates(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica,
-                              b: Replica, n: int) -> dict[str, Any]:
+async def scenario_duplicates(
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
+) -> dict[str, Any]:
     calls = await place(sim, http, env, [a.url, b.url], n, ramp=2.0, duplicate=True)
     await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
     out = await outcome(http, a.url, calls)
@@ -161,11 +190,26 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, Any]] = {}
     try:
         sim_port = free_port()
-        env = {**os.environ, **make_env(azurite.connection_string, sim_port=sim_port, fn_port=free_port(),
-                                        host_port=free_port(), dialect="azure"), "LOG_FORMAT": "json"}
-        sim_app = create_app(SimConfig(webhook_url="http://127.0.0.1:9/none",
-                                       webhook_secret=env["OPENAI_WEBHOOK_SECRET"], api_key=env["OPENAI_API_KEY"],
-                                       dialect="azure", time_scale=args.time_scale))
+        env = {
+            **os.environ,
+            **make_env(
+                azurite.connection_string,
+                sim_port=sim_port,
+                fn_port=free_port(),
+                host_port=free_port(),
+                dialect="azure",
+            ),
+            "LOG_FORMAT": "json",
+        }
+        sim_app = create_app(
+            SimConfig(
+                webhook_url="http://127.0.0.1:9/none",
+                webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
+                api_key=env["OPENAI_API_KEY"],
+                dialect="azure",
+                time_scale=args.time_scale,
+            )
+        )
         runner = web.AppRunner(sim_app, access_log=None, shutdown_timeout=2)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", sim_port).start()
@@ -189,8 +233,10 @@ async def main(args: argparse.Namespace) -> None:
         azurite.stop()
     print(f"standard scenario, time scale {args.time_scale}, lease TTL {TTL}s, 2 replicas, {args.calls} calls each")
     for name, figures in results.items():
-        print(f"{name:22} | " + " | ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in figures.items()))
+        print(
+            f"{name:22} | "
+            + " | ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+        )
     print("targets: rolling restart cut=0 and turns lost/doubled=0; SIGKILL resume_p95_s <= 5; duplicates run_twice=0")
 
 

@@ -31,19 +31,40 @@ class Deployed:
 
 
 @asynccontextmanager
-async def deployed(conn: str, *, time_scale: float, dialect: str = "azure",
-                   prepare: Callable[[dict[str, str]], Awaitable[None]] | None = None,
-                   **extra: str) -> AsyncIterator[Deployed]:
+async def deployed(
+    conn: str,
+    *,
+    time_scale: float,
+    dialect: str = "azure",
+    prepare: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+    **extra: str,
+) -> AsyncIterator[Deployed]:
     sim_port, fn_port, host_port = free_port(), free_port(), free_port()
-    env = {**os.environ, **make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect=dialect),
-           "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "2", **extra}
+    env = {
+        **os.environ,
+        **make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect=dialect),
+        "LOG_FORMAT": "json",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        **extra,
+    }
     if prepare is not None:  # e.g. seed the tables before the apps start polling them
         await prepare(env)
-    procs = [subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for m in ("function_app", "session_host")]
-    app = create_app(SimConfig(webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook",
-                               webhook_secret=env["OPENAI_WEBHOOK_SECRET"], api_key=env["OPENAI_API_KEY"],
-                               dialect=dialect, time_scale=time_scale, webhook_retries=1))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", m], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for m in ("function_app", "session_host")
+    ]
+    app = create_app(
+        SimConfig(
+            webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook",
+            webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
+            api_key=env["OPENAI_API_KEY"],
+            dialect=dialect,
+            time_scale=time_scale,
+            webhook_retries=1,
+        )
+    )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", sim_port).start()

@@ -49,8 +49,9 @@ async def info(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return dict(await resp.json())
 
 
-async def run_calls(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], n: int, ramp: float,
-                    handoff_url: str | None) -> list[SimCall]:
+async def run_calls(
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], n: int, ramp: float, handoff_url: str | None
+) -> list[SimCall]:
     settings = build_settings(Role.SESSION_HOST, env)
     scenario = load_scenario("standard")
     body = accept_body(settings)
@@ -62,12 +63,14 @@ async def run_calls(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, 
         call = sim.new_call(scenario)
         calls.append(call)
         call.mark("webhook_sent")
-        async with http.post(f"{base}/v1/realtime/calls/{call.call_id}/accept", json=body,
-                             headers={"api-key": env["OPENAI_API_KEY"]}) as resp:
+        async with http.post(
+            f"{base}/v1/realtime/calls/{call.call_id}/accept", json=body, headers={"api-key": env["OPENAI_API_KEY"]}
+        ) as resp:
             assert resp.status == 200, await resp.text()
         if handoff_url:
-            req = HandoffRequest(callId=call.call_id, callerPhone=call.caller, webhookId=f"wh_{i}",
-                                 receivedAt=now_ms()).body()
+            req = HandoffRequest(
+                callId=call.call_id, callerPhone=call.caller, webhookId=f"wh_{i}", receivedAt=now_ms()
+            ).body()
             headers = {"content-type": "application/json", **signing.sign_headers(env["HANDOFF_SECRET"], req)}
             async with http.post(handoff_url, data=req, headers=headers) as resp:
                 assert resp.status == 202, await resp.text()
@@ -78,19 +81,31 @@ async def run_calls(sim: Simulator, http: aiohttp.ClientSession, env: dict[str, 
 
 async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]:
     sim_port, host_port = free_port(), free_port()
-    env = {**os.environ, **make_env(conn, sim_port=sim_port, fn_port=free_port(), host_port=host_port,
-                                    dialect="azure"),
-           "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "1", "MAX_CALLS_PER_REPLICA": str(n + 10)}
-    sim_app = create_app(SimConfig(webhook_url="http://127.0.0.1:9/none", webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
-                                   api_key=env["OPENAI_API_KEY"], dialect="azure", time_scale=args.time_scale))
+    env = {
+        **os.environ,
+        **make_env(conn, sim_port=sim_port, fn_port=free_port(), host_port=host_port, dialect="azure"),
+        "LOG_FORMAT": "json",
+        "SHUTDOWN_GRACE_SECONDS": "1",
+        "MAX_CALLS_PER_REPLICA": str(n + 10),
+    }
+    sim_app = create_app(
+        SimConfig(
+            webhook_url="http://127.0.0.1:9/none",
+            webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
+            api_key=env["OPENAI_API_KEY"],
+            dialect="azure",
+            time_scale=args.time_scale,
+        )
+    )
     runner = web.AppRunner(sim_app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", sim_port).start()
     sim = sim_app[SIM]
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
     log = open(os.environ.get("BENCH_HOST_LOG", os.devnull), "wb")  # noqa: SIM115
-    host = subprocess.Popen([sys.executable, *profile, "-m", "session_host"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    host = subprocess.Popen(
+        [sys.executable, *profile, "-m", "session_host"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     host_url = f"http://127.0.0.1:{host_port}"
     out: dict[str, Any] = {"calls": n}
     try:
@@ -120,19 +135,38 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
             events = after["process"]["serverEvents"] - before["process"]["serverEvents"]
             cpu = after["process"]["cpuSeconds"] - before["process"]["cpuSeconds"]
             tools = [x for c in calls for x in c.tool_round_trips]
-            out.update(wall_s=wall, events=events, host_cpu_s=cpu, host_us_per_event=1e6 * cpu / max(events, 1),
-                       loop_lag_p99_ms=after["process"]["loopLagP99Ms"], rss_idle=before["process"]["rssBytes"],
-                       rss_peak=peak, rss_per_call_kb=(peak - before["process"]["rssBytes"]) / n / 1024,
-                       tool_p50=percentile(tools, 50), tool_p95=percentile(tools, 95), tool_p99=percentile(tools, 99),
-                       completed=sum(1 for c in calls if c.end_reason == "caller hung up"),
-                       ends=dict(collections.Counter(c.end_reason for c in calls)),
-                       store={k: after["store"][k] - before["store"][k] for k in ("requests", "transactions", "entities", "failures", "flushes")})
+            out.update(
+                wall_s=wall,
+                events=events,
+                host_cpu_s=cpu,
+                host_us_per_event=1e6 * cpu / max(events, 1),
+                loop_lag_p99_ms=after["process"]["loopLagP99Ms"],
+                rss_idle=before["process"]["rssBytes"],
+                rss_peak=peak,
+                rss_per_call_kb=(peak - before["process"]["rssBytes"]) / n / 1024,
+                tool_p50=percentile(tools, 50),
+                tool_p95=percentile(tools, 95),
+                tool_p99=percentile(tools, 99),
+                completed=sum(1 for c in calls if c.end_reason == "caller hung up"),
+                ends=dict(collections.Counter(c.end_reason for c in calls)),
+                store={
+                    k: after["store"][k] - before["store"][k]
+                    for k in ("requests", "transactions", "entities", "failures", "flushes")
+                },
+            )
             # Baseline: the same number of calls, read by the bare loop instead of the host.
             bare_calls = await run_calls(sim, http, env, n, args.ramp, None)
             ws_base = env["REALTIME_WS_BASE"]
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.bare_client", ws_base, env["OPENAI_API_KEY"],
-                *[c.call_id for c in bare_calls], cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+                sys.executable,
+                "-m",
+                "bench.bare_client",
+                ws_base,
+                env["OPENAI_API_KEY"],
+                *[c.call_id for c in bare_calls],
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+            )
             stdout, _ = await proc.communicate()
             bare = json.loads(stdout.decode().strip().splitlines()[-1])
             out["bare_us_per_event"] = 1e6 * bare["cpu"] / max(bare["events"], 1)
@@ -154,14 +188,35 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         azurite.stop()
     print(f"scenario=standard time_scale={args.time_scale} ramp={args.ramp}s (all calls overlap)")
-    head = ("calls", "done", "events", "host us/ev", "bare us/ev", "overhead x", "tool p50", "tool p95", "tool p99",
-            "lag p99 ms", "RSS KB/call")
+    head = (
+        "calls",
+        "done",
+        "events",
+        "host us/ev",
+        "bare us/ev",
+        "overhead x",
+        "tool p50",
+        "tool p95",
+        "tool p99",
+        "lag p99 ms",
+        "RSS KB/call",
+    )
     print(" | ".join(f"{h:>11}" for h in head))
     print("-" * (14 * len(head)))
     for r in rows:
-        vals = (r["calls"], r["completed"], r["events"], r["host_us_per_event"], r["bare_us_per_event"],
-                r["overhead_ratio"], r["tool_p50"], r["tool_p95"], r["tool_p99"], r["loop_lag_p99_ms"],
-                r["rss_per_call_kb"])
+        vals = (
+            r["calls"],
+            r["completed"],
+            r["events"],
+            r["host_us_per_event"],
+            r["bare_us_per_event"],
+            r["overhead_ratio"],
+            r["tool_p50"],
+            r["tool_p95"],
+            r["tool_p99"],
+            r["loop_lag_p99_ms"],
+            r["rss_per_call_kb"],
+        )
         print(" | ".join(f"{v:11.2f}" if isinstance(v, float) else f"{v!s:>11}" for v in vals))
     for r in rows:
         print(f"{r['calls']} calls: table requests {r['store']}; call ends {r['ends']}")
@@ -173,7 +228,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, nargs="+", default=[100, 200, 500, 1000])
-    parser.add_argument("--time-scale", type=float, default=1.0, help="1 = real pacing: N calls are N real concurrent calls")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="1 = real pacing: N calls are N real concurrent calls"
+    )
     parser.add_argument("--ramp", type=float, default=3.0)
     uvloop.install()
     asyncio.run(main(parser.parse_args()))

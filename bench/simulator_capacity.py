@@ -29,16 +29,26 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench"
 
 
-async def drive(http: aiohttp.ClientSession, base: str, scenario: str, opened: asyncio.Event,
-                counts: dict[str, int], hold: asyncio.Event) -> None:
+async def drive(
+    http: aiohttp.ClientSession,
+    base: str,
+    scenario: str,
+    opened: asyncio.Event,
+    counts: dict[str, int],
+    hold: asyncio.Event,
+) -> None:
     async with http.post(f"{base}/sim/calls", json={"scenario": scenario, "deliver": False}) as resp:
         call_id = (await resp.json())["callId"]
     headers = {"Authorization": f"Bearer {KEY}"}
-    async with http.post(f"{base}/v1/realtime/calls/{call_id}/accept",
-                         json={"type": "realtime", "model": "gpt-realtime"}, headers=headers) as resp:
+    async with http.post(
+        f"{base}/v1/realtime/calls/{call_id}/accept",
+        json={"type": "realtime", "model": "gpt-realtime"},
+        headers=headers,
+    ) as resp:
         assert resp.status == 200, await resp.text()
-    async with http.ws_connect(f"{base.replace('http', 'ws')}/v1/realtime?call_id={call_id}", headers=headers,
-                               max_msg_size=0) as ws:
+    async with http.ws_connect(
+        f"{base.replace('http', 'ws')}/v1/realtime?call_id={call_id}", headers=headers, max_msg_size=0
+    ) as ws:
         counts["open"] += 1
         if counts["open"] >= counts["target"]:
             opened.set()
@@ -50,14 +60,21 @@ async def drive(http: aiohttp.ClientSession, base: str, scenario: str, opened: a
             counts["events"] += 1
             if '"response.function_call_arguments.done"' in msg.data:
                 ev = json.loads(msg.data)
-                await ws.send_str(json.dumps({"type": "conversation.item.create", "item": {
-                    "type": "function_call_output", "call_id": ev["call_id"], "output": "{}"}}))
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "conversation.item.create",
+                            "item": {"type": "function_call_output", "call_id": ev["call_id"], "output": "{}"},
+                        }
+                    )
+                )
                 await ws.send_str('{"type":"response.create"}')
     counts["open"] -= 1
 
 
 async def echo_baseline(n_msgs: int, payload: str) -> float:
     """Messages/s of a bare aiohttp server sending `payload` to one client: the yardstick."""
+
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -87,9 +104,24 @@ async def main(args: argparse.Namespace) -> None:
     env = {**os.environ, "OPENAI_WEBHOOK_SECRET": new_secret(), "OPENAI_API_KEY": KEY, "LOG_FORMAT": "json"}
     profile = os.environ.get("BENCH_PROFILE")  # a path: profile the simulator with cProfile
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
-    proc = subprocess.Popen([sys.executable, *prefix, "-m", "simulator", "--port", str(port), "--time-scale",
-                             str(args.time_scale), "--webhook-url", "http://127.0.0.1:9/none"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            *prefix,
+            "-m",
+            "simulator",
+            "--port",
+            str(port),
+            "--time-scale",
+            str(args.time_scale),
+            "--webhook-url",
+            "http://127.0.0.1:9/none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         conn = aiohttp.TCPConnector(limit=0)
@@ -127,10 +159,20 @@ async def main(args: argparse.Namespace) -> None:
         _, _, usage = os.wait4(proc.pid, 0)
     sim_cpu = usage.ru_utime + usage.ru_stime
     rate = totals["eventsSent"] / wall
-    baseline = await echo_baseline(50_000, json.dumps({"type": "response.output_audio_transcript.delta",
-                                                       "event_id": "event_00000001", "response_id": "resp_x" * 3,
-                                                       "item_id": "item_x" * 3, "output_index": 0,
-                                                       "content_index": 0, "delta": "Hello, how c"}))
+    baseline = await echo_baseline(
+        50_000,
+        json.dumps(
+            {
+                "type": "response.output_audio_transcript.delta",
+                "event_id": "event_00000001",
+                "response_id": "resp_x" * 3,
+                "item_id": "item_x" * 3,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": "Hello, how c",
+            }
+        ),
+    )
     print(f"scenario={args.scenario} calls={args.calls} time_scale={args.time_scale}")
     print(f"{'metric':44} | {'value':>12} | {'target':>10} | {'x baseline':>10}")
     print("-" * 86)
@@ -139,7 +181,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'events sent by the simulator':44} | {totals['eventsSent']:12d} | {'':>10} | {'':>10}")
     print(f"{'events received by the client':44} | {counts['events']:12d} | {'':>10} | {'':>10}")
     print(f"{'events/s (simulator, whole run)':44} | {rate:12.0f} | {'>= 20000':>10} | {rate / baseline:10.2f}")
-    print(f"{'simulator CPU busy during the run (%)':44} | {100 * sim_cpu / (wall + open_s):12.0f} | {'':>10} | {'':>10}")
+    print(
+        f"{'simulator CPU busy during the run (%)':44} | {100 * sim_cpu / (wall + open_s):12.0f} | {'':>10} | {'':>10}"
+    )
     print(f"{'client CPU (s) / simulator CPU (s)':44} | {client_cpu:6.1f}/{sim_cpu:5.1f} | {'':>10} | {'':>10}")
     print(f"{'baseline: bare aiohttp send loop msgs/s':44} | {baseline:12.0f} | {'':>10} | {1.0:10.2f}")
 

@@ -40,8 +40,10 @@ async def main(args: argparse.Namespace) -> None:
             v = s[key].get(q)
             if v is not None:
                 rows.append((f"{key} {q}", v, v / base))
-    print(f"calls={s['calls']} concurrency={args.concurrency} scenario={args.scenario} "
-          f"dialect={args.dialect} outcomes={s['outcomes']} wall={s['wall_s']}s")
+    print(
+        f"calls={s['calls']} concurrency={args.concurrency} scenario={args.scenario} "
+        f"dialect={args.dialect} outcomes={s['outcomes']} wall={s['wall_s']}s"
+    )
     print(f"{'metric':45} | {'value':>10} | {'x baseline':>10}")
     print("-" * 72)
     for name, value, ratio in rows:

@@ -39,13 +39,21 @@ from simulator.scenario import load_scenario
 def fake_call(i: int, base_ms: int) -> CallRecord:
     start = base_ms - i * 7_000
     return CallRecord(
-        callId=f"rtc_seed{i:07d}", startTime=start, endTime=start + 60_000, duration=60_000,
+        callId=f"rtc_seed{i:07d}",
+        startTime=start,
+        endTime=start + 60_000,
+        duration=60_000,
         status=[CallStatus.COMPLETED, CallStatus.COMPLETED, CallStatus.TRANSFERRED, CallStatus.FAILED][i % 4],
-        endReason="caller hung up", callerPhone=f"+1425{i:07d}", responseCount=4, userSpeechEvents=3,
+        endReason="caller hung up",
+        callerPhone=f"+1425{i:07d}",
+        responseCount=4,
+        userSpeechEvents=3,
         toolCalls=[ToolCallRecord(name="lookup_order", timestamp=start + 5000, duration=0.4, success=True)],
-        latencies=[420.0, 515.5, 610.0], sentiment="positive",
+        latencies=[420.0, 515.5, 610.0],
+        sentiment="positive",
         summary="Caller asked about an order. Used lookup_order. 7 turns over 60s, 0 barge-ins.",
-        messageCount=7, updatedAt=start + 60_000,
+        messageCount=7,
+        updatedAt=start + 60_000,
     )
 
 
@@ -72,9 +80,11 @@ async def seed(env: dict[str, str], n: int, records: int) -> float:
                             raise
                         await asyncio.sleep(0.5 * (attempt + 1))
 
-        jobs = [submit(tables.callindex, ops[i:i + 100])
-                for ops in by_partition([pair for c in calls for pair in index_upserts(c)]).values()
-                for i in range(0, len(ops), 100)]
+        jobs = [
+            submit(tables.callindex, ops[i : i + 100])
+            for ops in by_partition([pair for c in calls for pair in index_upserts(c)]).values()
+            for i in range(0, len(ops), 100)
+        ]
         jobs += [submit(tables.calls, [call_operation(c)]) for c in calls[:records]]
         await asyncio.gather(*jobs)
         await apply_delta(tables, merge_all(call_finished(c, counted_start=False) for c in calls))
@@ -115,8 +125,7 @@ async def main(args: argparse.Namespace) -> None:
                     assert (await resp.json())["count"] == 50
                 async with http.get(f"{sut.host_url}/") as resp:
                     store0 = (await resp.json())["store"]
-                calls, wall = await place_and_wait(sut.sim, "standard", args.calls, args.calls, 600,
-                                                   ramp_s=args.ramp)
+                calls, wall = await place_and_wait(sut.sim, "standard", args.calls, args.calls, 600, ramp_s=args.ramp)
                 await asyncio.sleep(3.0)  # final flushes
                 async with http.get(f"{sut.host_url}/") as resp:
                     store1 = (await resp.json())["store"]
@@ -133,9 +142,11 @@ async def main(args: argparse.Namespace) -> None:
                 ("GET /api/calls?limit=50 p95 (ms)", percentile(page, 95) or 0, "<= 100", None),
                 ("table requests per call-minute", (after - before) / call_minutes, "<= 10", None),
             ]
-            print(f"seeded {args.seed} calls in {seed_s:.1f}s; then {args.calls} '{scenario.name}' calls "
-                  f"({call_minutes:.1f} call-minutes at real pacing, run x{args.time_scale}) in {wall:.1f}s, "
-                  f"{after - before} table requests")
+            print(
+                f"seeded {args.seed} calls in {seed_s:.1f}s; then {args.calls} '{scenario.name}' calls "
+                f"({call_minutes:.1f} call-minutes at real pacing, run x{args.time_scale}) in {wall:.1f}s, "
+                f"{after - before} table requests"
+            )
     finally:
         azurite.stop()
     print(f"{'metric':40} | {'value':>9} | {'target':>8} | {'x baseline':>10}")
@@ -157,7 +168,11 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--records", type=int, default=1000)
-    parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="1 = real pacing, so per-second costs are counted against real call-minutes")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="1 = real pacing, so per-second costs are counted against real call-minutes",
+    )
     parser.add_argument("--ramp", type=float, default=3.0)
     asyncio.run(main(parser.parse_args()))

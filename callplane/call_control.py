@@ -81,8 +81,9 @@ def socket_url(settings: Settings, call_id: str) -> str:
 class CallControl:
     """Thin client over one shared aiohttp session; construction has no side effects."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings, auth: RealtimeAuth | None = None,
-                 timeout_s: float = 8.0) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, settings: Settings, auth: RealtimeAuth | None = None, timeout_s: float = 8.0
+    ) -> None:
         self._http = http
         self._settings = settings
         self.auth = auth or RealtimeAuth(settings)

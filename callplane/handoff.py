@@ -5,22 +5,36 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from callplane.ids import CallId, WebhookId
 
 HANDOFF_PATH = "/internal/calls"
 
 
+# The webhook's body limit plus room for the hand-off's own fields: whatever SIP headers the
+# webhook accepted, the hand-off carries.
+MAX_HANDOFF = 1024 * 1024 + 64 * 1024
+
+
+def clean_text(value: str) -> str:
+    """A lone surrogate (valid in a JSON escape, not in UTF-8) becomes U+FFFD, so the text can be
+    encoded, stored and parsed again everywhere downstream."""
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class SipHeader(BaseModel):
-    name: str
-    value: str
+    name: Annotated[str, AfterValidator(clean_text)]
+    value: Annotated[str, AfterValidator(clean_text)]
 
 
 class HandoffRequest(BaseModel):
-    callId: str = Field(min_length=1, max_length=200)
+    callId: CallId
     callerPhone: str | None = None
     sipHeaders: list[SipHeader] = Field(default_factory=list)
-    webhookId: str = Field(min_length=1, max_length=200)
+    webhookId: WebhookId
     receivedAt: int = Field(description="epoch ms when the webhook arrived")
 
     def body(self) -> bytes:
@@ -38,3 +52,14 @@ def caller_phone(sip_headers: list[SipHeader]) -> str | None:
             if match:
                 return match.group(1)
     return None
+
+
+_PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\t")
+
+
+def e164(number: str) -> str:
+    """`+1 (425) 555-0123` → `+14255550123`: the form caller patterns are matched in, so a
+    pattern cannot be dodged with punctuation. Anything that is not a phone number is kept."""
+    bare = number.translate(_PHONE_PUNCTUATION)
+    digits = bare.removeprefix("+")
+    return bare if digits.replace("*", "").replace("?", "").isdigit() else number

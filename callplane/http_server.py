@@ -33,13 +33,17 @@ def error_body(status: int, detail: str) -> bytes:
 
 
 class _JsonErrorHandler(RequestHandler):
-    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
             log.error("request failed: %s", type(exc).__name__ if exc else status, exc_info=exc)
         else:
-            log.info("refused a malformed request (%d): %s", status, (message or "").splitlines()[0][:120]
-                     if message else type(exc).__name__ if exc else "")
+            log.info(
+                "refused a malformed request (%d): %s",
+                status,
+                (message or "").splitlines()[0][:120] if message else type(exc).__name__ if exc else "",
+            )
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error")
         text = message or ""
@@ -82,12 +86,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.content_type == "application/json" or exc.status < 400:
             raise
         detail = f"{request.method} {request.path[:200]}" if exc.status in (404, 405) else exc.text or ""
-        return web.Response(status=exc.status, body=error_body(exc.status, detail),
-                            content_type="application/json", headers=_kept_headers(exc))
+        return web.Response(
+            status=exc.status,
+            body=error_body(exc.status, detail),
+            content_type="application/json",
+            headers=_kept_headers(exc),
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return web.Response(status=500, body=error_body(500, "the server could not handle this request"),
-                            content_type="application/json")
+        return web.Response(
+            status=500,
+            body=error_body(500, "the server could not handle this request"),
+            content_type="application/json",
+        )
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:

@@ -55,9 +55,7 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {
-        k: redact_value(v) for k, v in vars(record).items() if k not in _STD and k not in ("cat", "call_id")
-    }
+    return {k: redact_value(v) for k, v in vars(record).items() if k not in _STD and k not in ("cat", "call_id")}
 
 
 def _stamp(created: float) -> str:
@@ -119,15 +117,18 @@ def setup_logging(fmt: str = "pretty", debug: bool = False, stream: Any = None) 
 
 def summary_box(call_tag: str, summary: dict[str, Any]) -> str:
     p50 = summary.get("latencyP50Ms")
-    return boxed(f"Call summary {call_tag}", [
-        ("status", f"{summary.get('status')} ({summary.get('reason')})"),
-        ("duration", f"{(summary.get('durationMs') or 0) / 1000:.1f}s"),
-        ("tools", ", ".join(summary.get("tools") or []) or "none"),
-        ("turns", str(summary.get("turns"))),
-        ("barge-ins", str(summary.get("bargeIns"))),
-        ("latency p50", f"{p50} ms" if p50 is not None else "n/a"),
-        ("sentiment", str(summary.get("sentiment"))),
-    ])
+    return boxed(
+        f"Call summary {call_tag}",
+        [
+            ("status", f"{summary.get('status')} ({summary.get('reason')})"),
+            ("duration", f"{(summary.get('durationMs') or 0) / 1000:.1f}s"),
+            ("tools", ", ".join(summary.get("tools") or []) or "none"),
+            ("turns", str(summary.get("turns"))),
+            ("barge-ins", str(summary.get("bargeIns"))),
+            ("latency p50", f"{p50} ms" if p50 is not None else "n/a"),
+            ("sentiment", str(summary.get("sentiment"))),
+        ],
+    )
 
 
 def boxed(title: str, rows: list[tuple[str, str]]) -> str:

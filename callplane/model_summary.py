@@ -31,20 +31,27 @@ def transcript_text(lines: Sequence[tuple[str, str]]) -> str:
     return text[-MAX_TRANSCRIPT_CHARS:]
 
 
-async def model_summary(http: aiohttp.ClientSession, settings: Settings, headers: dict[str, str],
-                        lines: Sequence[tuple[str, str]], outcome: str, timeout_s: float = 8.0) -> str | None:
+async def model_summary(
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    headers: dict[str, str],
+    lines: Sequence[tuple[str, str]],
+    outcome: str,
+    timeout_s: float = 8.0,
+) -> str | None:
     if not settings.summary_model or not lines:
         return None
     body = {
         "model": settings.summary_model,
-        "messages": [{"role": "system", "content": INSTRUCTIONS},
-                     {"role": "user", "content": f"Outcome: {outcome}\n{transcript_text(lines)}"}],
+        "messages": [
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": f"Outcome: {outcome}\n{transcript_text(lines)}"},
+        ],
         "max_tokens": 160,
     }
     url = settings.openai_base.rstrip("/") + "/v1/chat/completions"
     try:
-        async with http.post(url, json=body, headers=headers,
-                             timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with http.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
                 log.warning("model summary refused: HTTP %d", resp.status)
                 return None

@@ -14,8 +14,7 @@ You are Alex, the phone assistant of Contoso Outfitters. You are speaking on a p
 """
 
 GREETING = (
-    "Greet the caller warmly in one short sentence: say you are Alex from Contoso Outfitters "
-    "and ask how you can help."
+    "Greet the caller warmly in one short sentence: say you are Alex from Contoso Outfitters and ask how you can help."
 )
 
 WRAP_UP = (

@@ -33,7 +33,7 @@ def peek_type(raw: str) -> str | None:
     if raw.startswith(_PREFIX):
         end = raw.find('"', len(_PREFIX))
         if end > 0:
-            return raw[len(_PREFIX):end]
+            return raw[len(_PREFIX) : end]
     return None
 
 

@@ -70,4 +70,3 @@ def session_update(settings: Settings, voice_mode: VoiceMode = VoiceMode.AUDIO_O
 
 def greeting_request() -> dict[str, Any]:
     return {"type": "response.create", "response": {"instructions": prompts.GREETING}}
-

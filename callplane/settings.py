@@ -114,11 +114,8 @@ class Settings(BaseSettings):
     overflow_target_uri: str = Field(default="", alias="OVERFLOW_TARGET_URI")
     caller_allow: str = Field(default="", alias="CALLER_ALLOW")
     caller_deny: str = Field(default="", alias="CALLER_DENY")
-    applicationinsights_connection_string: str = Field(
-        default="", alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
-    )
+    applicationinsights_connection_string: str = Field(default="", alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
     functions_port: int = Field(default=7071, alias="FUNCTIONS_PORT", ge=1, le=65535)
-    simulator_port: int = Field(default=8089, alias="SIMULATOR_PORT", ge=1, le=65535)
     max_call_seconds: float = Field(default=1800.0, alias="MAX_CALL_SECONDS", gt=0)
     # A chat model (Azure: its deployment name) for the end-of-call summary; empty = offline only.
     summary_model: str = Field(default="", alias="SUMMARY_MODEL")
@@ -131,6 +128,14 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("openai_base", "realtime_ws_base", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: Any) -> object:
+        # `.env.example` leaves these empty for local runs; empty means the public endpoint.
+        if value == "":
+            return cls.model_fields[str(info.field_name)].default
+        return value
+
     @field_validator("realtime_dialect", mode="before")
     @classmethod
     def _empty_dialect(cls, value: object) -> object:
@@ -140,9 +145,7 @@ class Settings(BaseSettings):
     def _derive(self) -> Settings:
         if self.realtime_dialect is None:
             host = urlparse(self.openai_base).hostname or ""
-            self.realtime_dialect = (
-                Dialect.AZURE if host.endswith(".openai.azure.com") else Dialect.OPENAI
-            )
+            self.realtime_dialect = Dialect.AZURE if host.endswith(".openai.azure.com") else Dialect.OPENAI
         return self
 
     @property
@@ -188,8 +191,12 @@ def _urls(s: Settings, role: Role, in_azure: bool) -> Problems:
     if urlparse(s.realtime_ws_base).scheme not in ("ws", "wss"):
         found.append(("REALTIME_WS_BASE", "must be a ws(s) URL"))
     if s.dialect is Dialect.AZURE and s.realtime_api_version:
-        found.append(("REALTIME_API_VERSION",
-                      "must be empty with the azure dialect: the GA /openai/v1 path answers 401 to api-version"))
+        found.append(
+            (
+                "REALTIME_API_VERSION",
+                "must be empty with the azure dialect: the GA /openai/v1 path answers 401 to api-version",
+            )
+        )
     return found
 
 
@@ -234,8 +241,9 @@ def _handoff_and_store(s: Settings, role: Role, in_azure: bool) -> Problems:
     if s.handoff_secret and s.handoff_secret == s.openai_webhook_secret:
         found.append(("HANDOFF_SECRET", "must differ from OPENAI_WEBHOOK_SECRET (one leaked key must not sign both)"))
     if not (s.storage_connection_string or s.storage_table_endpoint):
-        found.append(("STORAGE_CONNECTION_STRING",
-                      "set it (Azurite / account key) or STORAGE_TABLE_ENDPOINT (managed identity)"))
+        found.append(
+            ("STORAGE_CONNECTION_STRING", "set it (Azurite / account key) or STORAGE_TABLE_ENDPOINT (managed identity)")
+        )
     elif s.storage_connection_string and (problem := _connection_string_problem(s.storage_connection_string)):
         found.append(("STORAGE_CONNECTION_STRING", problem))
     elif s.storage_table_endpoint and urlparse(s.storage_table_endpoint).scheme not in ("http", "https"):
@@ -267,8 +275,11 @@ def build_settings(role: Role, env: dict[str, str] | None = None, *, env_file: s
         invalid = _from_validation_error(exc)
         # Read again with the invalid values at their defaults, so the rules that span fields
         # report their problems in the same run.
-        defaults = {str(f.alias): f.default for f in Settings.model_fields.values()
-                    if str(f.alias) in {var for var, _ in invalid.problems}}
+        defaults = {
+            str(f.alias): f.default
+            for f in Settings.model_fields.values()
+            if str(f.alias) in {var for var, _ in invalid.problems}
+        }
         try:
             rest = read(defaults).problems(role, running_in_azure(env))
         except ValidationError:

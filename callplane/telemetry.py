@@ -47,8 +47,9 @@ class Telemetry:
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("voice-agent")
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("voice-agent")
         self._meter = meter
-        self.turn_latency = meter.create_histogram("voice.turn_latency", unit="ms",
-                                                   description="caller stops speaking -> first assistant output")
+        self.turn_latency = meter.create_histogram(
+            "voice.turn_latency", unit="ms", description="caller stops speaking -> first assistant output"
+        )
         self.tool_duration = meter.create_histogram("voice.tool_duration", unit="ms")
         self.webhook_outcomes = meter.create_counter("voice.webhook_outcomes")
         self.errors = meter.create_counter("voice.errors")
@@ -58,8 +59,9 @@ class Telemetry:
         def callback(_: CallbackOptions) -> Iterable[Observation]:
             yield Observation(count())
 
-        self._meter.create_observable_gauge("voice.active_calls", callbacks=[callback],
-                                            description="live calls on this replica")
+        self._meter.create_observable_gauge(
+            "voice.active_calls", callbacks=[callback], description="live calls on this replica"
+        )
 
     @staticmethod
     def inject(headers: dict[str, str], context: Context | None = None) -> dict[str, str]:

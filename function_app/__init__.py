@@ -31,6 +31,4 @@ async def openai_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body), status_code=status, headers=headers or {}, mimetype="application/json"
-    )
+    return func.HttpResponse(json.dumps(body), status_code=status, headers=headers or {}, mimetype="application/json")

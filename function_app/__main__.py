@@ -97,8 +97,9 @@ async def _serve(settings: Settings) -> None:
     runner = JsonErrorRunner(build_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", settings.functions_port).start()
-    log.info("webhook app listening on http://localhost:%d/openai/webhook", settings.functions_port,
-             extra={"cat": "SUCCESS"})
+    log.info(
+        "webhook app listening on http://localhost:%d/openai/webhook", settings.functions_port, extra={"cat": "SUCCESS"}
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -43,8 +43,9 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
     except Exception:
         # The store may be briefly down at start: dedupe then answers 503 and the service retries.
         log.warning("could not create tables at start-up; will use them as they come back")
-    return WebhookDeps(settings=settings, http=http, control=CallControl(http, settings), tables=tables,
-                       telemetry=telemetry)
+    return WebhookDeps(
+        settings=settings, http=http, control=CallControl(http, settings), tables=tables, telemetry=telemetry
+    )
 
 
 async def close_deps(deps: WebhookDeps) -> None:

@@ -1,9 +1,9 @@
-"""The webhook's logic, free of any host: verify → parse → dedupe → admit → accept → hand off.
+"""The webhook's logic, free of any host: verify → parse → dedupe → admit → hand off → accept.
 
 `handle_webhook` takes the raw body and headers and returns a `Reply`; the Azure Functions
 binding (`function_app/__init__.py`) and the local aiohttp adapter (`__main__.py`) only
 translate requests and responses. The order of checks is part of the contract
-(docs/realtime.md): size → signature → parse → type → dedupe → admission → accept → hand-off.
+(docs/realtime.md): size → signature → parse → type → ids → dedupe → admission → hand-off → accept.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from callplane import signing
 from callplane.call_control import CallControl, CallControlError
 from callplane.clock import now_ms
-from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone
+from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone, e164
+from callplane.ids import BadId, check_id
 from callplane.session_config import VoiceMode, accept_body
 from callplane.settings import Settings
 from callplane.store.models import CallStatus
@@ -60,7 +61,8 @@ class WebhookDeps:
 
 def _matches(patterns: str, phone: str | None) -> bool:
     items = [p.strip() for p in patterns.split(",") if p.strip()]
-    return any(fnmatch.fnmatchcase(phone or "", p) for p in items)
+    number = e164(phone or "")
+    return any(fnmatch.fnmatchcase(number, e164(p)) for p in items)
 
 
 def admitted(settings: Settings, phone: str | None) -> bool:
@@ -88,10 +90,35 @@ async def handle_webhook(body: bytes, headers: Mapping[str, str], deps: WebhookD
 
 async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) -> Reply:
     received_ms = now_ms()
-    settings = deps.settings
+    lower = {k.lower(): v for k, v in headers.items()}
+    parsed = _parse(body, lower, deps.settings, received_ms)
+    if isinstance(parsed, Reply):
+        return parsed
+    extra = {"cat": "CALL", "call_id": parsed.callId}
+    log.info("webhook verified: %s", HANDLED_TYPE, extra=extra)
+    try:
+        first = await claim_webhook(deps.tables, parsed.webhookId, parsed.callId)
+    except AzureError as exc:
+        log.error("dedupe store unreachable (%s); asking for a retry", type(exc).__name__, extra=extra)
+        return Reply(503, {"error": "call store unavailable, retry later"}, {"Retry-After": "2"})
+    if not first:
+        log.info("duplicate delivery of %s ignored", parsed.webhookId, extra=extra)
+        return Reply(200, {"duplicate": True, "callId": parsed.callId})
+    try:
+        return await _run_call(deps, parsed, extra)
+    except Exception:
+        # Whatever failed after the claim, the claim must not outlive it: the service's retry
+        # would be taken for a duplicate and the call left ringing.
+        log.exception("webhook failed after its delivery was claimed; released for a retry", extra=extra)
+        await _release(deps, parsed.webhookId)
+        return Reply(500, {"error": "internal error; retry the delivery"})
+
+
+def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: int) -> HandoffRequest | Reply:
+    """Everything that can be refused without touching the store, in the documented order:
+    size, signature, JSON, type, event shape, identifiers. The result is the hand-off to send."""
     if len(body) > MAX_BODY:
         return Reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
-    lower = {k.lower(): v for k, v in headers.items()}
     if not settings.test_mode:
         try:
             signing.verify(settings.openai_webhook_secret, body, lower)
@@ -110,48 +137,46 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
     try:
         event = RealtimeCallIncomingWebhookEvent.model_validate(doc)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
-        return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {where}: {problem['msg']}"})
-
-    call_id = event.data.call_id
-    webhook_id = lower.get("webhook-id") or event.id
-    sip = [SipHeader(name=h.name, value=h.value) for h in event.data.sip_headers]
-    phone = caller_phone(sip)
-    extra = {"cat": "CALL", "call_id": call_id}
-    log.info("webhook verified: %s", HANDLED_TYPE, extra=extra)
-
+        return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {_first_error(exc)}"})
     try:
-        first = await claim_webhook(deps.tables, webhook_id, call_id)
-    except AzureError as exc:
-        log.error("dedupe store unreachable (%s); asking for a retry", type(exc).__name__, extra=extra)
-        return Reply(503, {"error": "call store unavailable, retry later"}, {"Retry-After": "2"})
-    if not first:
-        log.info("duplicate delivery of %s ignored", webhook_id, extra=extra)
-        return Reply(200, {"duplicate": True, "callId": call_id})
+        call_id = check_id("call id", event.data.call_id)
+        webhook_id = check_id("webhook-id", lower.get("webhook-id") or event.id)
+    except BadId as exc:
+        log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
+        return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {exc}"})
+    sip = [SipHeader(name=h.name, value=h.value) for h in event.data.sip_headers]
+    return HandoffRequest(
+        callId=call_id, callerPhone=caller_phone(sip), sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
+    )
 
-    if not admitted(settings, phone):
+
+def _first_error(exc: ValidationError) -> str:
+    problem = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
+
+
+async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str, Any]) -> Reply:
+    call_id, phone, received_ms = handoff.callId, handoff.callerPhone, handoff.receivedAt
+    if not admitted(deps.settings, phone):
         await _refuse(deps, call_id, phone, received_ms, 603, "caller not admitted", overflow=False)
         return Reply(200, {"rejected": True, "callId": call_id})
-
     # The hand-off comes before the accept: it is the admission. A replica that takes the call
     # holds its lease and opens the control socket as soon as the accept lands; when none can,
     # the caller hears busy (SIP 486) or goes to the overflow target instead of a silent line.
-    handoff = HandoffRequest(
-        callId=call_id, callerPhone=phone, sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
-    )
-    if not await _hand_off(deps, handoff, extra):
-        await _refuse(deps, call_id, phone, received_ms, 486, "no capacity; rejected busy (486)", overflow=True)
+    taken = await _hand_off(deps, handoff, extra)
+    if taken is not True:
+        reason = taken or "no capacity; rejected busy (486)"
+        await _refuse(deps, call_id, phone, received_ms, 486 if taken is False else 480, reason, overflow=True)
         return Reply(200, {"rejected": True, "callId": call_id})
-
-    accepted = await _accept(deps, call_id, webhook_id, extra)
+    accepted = await _accept(deps, call_id, handoff.webhookId, extra)
     if accepted is not None:
         return accepted
     return Reply(200, {"accepted": True, "callId": call_id})
 
 
-async def _refuse(deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int, sip_status: int,
-                  reason: str, *, overflow: bool) -> None:
+async def _refuse(
+    deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int, sip_status: int, reason: str, *, overflow: bool
+) -> None:
     """End a call we will not run: to the overflow target (accept, then REFER) when allowed and
     configured, else a SIP rejection; recorded as rejected with the reason."""
     extra = {"cat": "CALL", "call_id": call_id}
@@ -175,8 +200,9 @@ async def _accept(deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[
         return await _accept_with_fallback(deps, call_id, webhook_id, extra)
 
 
-async def _accept_with_fallback(deps: WebhookDeps, call_id: str, webhook_id: str,
-                                extra: dict[str, Any]) -> Reply | None:
+async def _accept_with_fallback(
+    deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any]
+) -> Reply | None:
     mode: VoiceMode | None = VoiceMode.AUDIO_OUTPUT
     while mode is not None:
         try:
@@ -210,14 +236,16 @@ async def _release(deps: WebhookDeps, webhook_id: str) -> None:
         pass
 
 
-async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool:
+async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool | str:
+    """True: a replica took the call. False: none could (busy). A string: the hand-off was
+    refused for what it is (a 4xx other than 409), which no retry changes."""
     with deps.telemetry.tracer.start_as_current_span("handoff") as span:
         taken = await _post_handoff(deps, req, extra)
-        span.set_attribute("handoff.taken", taken)
+        span.set_attribute("handoff.taken", taken is True)
         return taken
 
 
-async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool:
+async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool | str:
     settings = deps.settings
     url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
     body = req.body()
@@ -234,6 +262,9 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
                 if resp.status in (200, 202, 409):
                     log.info("handed off to session host (%s)", resp.status, extra=extra)
                     return True
+                if 400 <= resp.status < 500 and resp.status != 429:
+                    log.error("hand-off refused (%s); not retried", resp.status, extra=extra)
+                    return f"hand-off refused by the session host ({resp.status})"
                 # 503 = that replica is full; the next try may reach another one behind the URL.
                 full = full + 1 if resp.status == 503 else 0
                 log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)

@@ -25,8 +25,15 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('Existing Azure OpenAI endpoint, e.g. https://<resource>.openai.azure.com')
-param openAiEndpoint string
+@description('azure: an Azure OpenAI resource (openAiEndpoint). openai: api.openai.com with an API key (useOpenAiKey=true).')
+@allowed([
+  'azure'
+  'openai'
+])
+param realtimeDialect string = 'azure'
+
+@description('Existing Azure OpenAI endpoint, e.g. https://<resource>.openai.azure.com (a trailing / is ignored); empty with realtimeDialect=openai')
+param openAiEndpoint string = ''
 
 @description('Name of the existing Azure OpenAI resource (for the role assignment); empty to skip it')
 param openAiResourceName string = ''
@@ -146,8 +153,12 @@ module openAiRbac 'app/openai-rbac.bicep' = if (!empty(openAiResourceName)) {
   }
 }
 
-var openAiBase = '${openAiEndpoint}/openai'
-var realtimeWsBase = '${replace(openAiEndpoint, 'https://', 'wss://')}/openai/v1/realtime'
+// A trailing slash in the endpoint would give `//openai/...` URLs, which the service refuses.
+var endpoint = endsWith(openAiEndpoint, '/') ? substring(openAiEndpoint, 0, length(openAiEndpoint) - 1) : openAiEndpoint
+var openAiBase = realtimeDialect == 'openai' ? 'https://api.openai.com' : '${endpoint}/openai'
+var realtimeWsBase = realtimeDialect == 'openai'
+  ? 'wss://api.openai.com/v1/realtime'
+  : '${replace(endpoint, 'https://', 'wss://')}/openai/v1/realtime'
 
 module sessionHost 'app/session-host.bicep' = {
   name: 'session-host'
@@ -170,6 +181,7 @@ module sessionHost 'app/session-host.bicep' = {
     tableEndpoint: storage.outputs.tableEndpoint
     openAiBase: openAiBase
     realtimeWsBase: realtimeWsBase
+    realtimeDialect: realtimeDialect
     realtimeModel: realtimeModel
     realtimeVoice: realtimeVoice
     sipTargetUri: sipTargetUri
@@ -202,6 +214,7 @@ module webhook 'app/function.bicep' = {
     sessionHostUrl: sessionHost.outputs.url
     openAiBase: openAiBase
     realtimeWsBase: realtimeWsBase
+    realtimeDialect: realtimeDialect
     realtimeModel: realtimeModel
     realtimeVoice: realtimeVoice
     useOpenAiKey: useOpenAiKey
@@ -222,6 +235,7 @@ output STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output SESSION_HOST_URL string = sessionHost.outputs.url
 output WEBHOOK_URL string = '${webhook.outputs.url}/openai/webhook'
 output OPENAI_BASE string = openAiBase
+output REALTIME_DIALECT string = realtimeDialect
 output REALTIME_WS_BASE string = realtimeWsBase
 output REALTIME_MODEL string = realtimeModel
 output SERVICE_WEBHOOK_NAME string = webhook.outputs.name

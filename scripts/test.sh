@@ -6,6 +6,8 @@ cd "$ROOT"
 bash scripts/bootstrap.sh --browser
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== ruff format --check"
+.venv/bin/ruff format --check .
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"

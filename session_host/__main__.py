@@ -37,8 +37,11 @@ async def serve() -> None:
     gc.freeze()
     site = web.TCPSite(runner, "0.0.0.0", settings.port)
     await site.start()
-    log.info("session host listening on http://localhost:%d/ (dashboard at /dashboard)", settings.port,
-             extra={"cat": "SUCCESS"})
+    log.info(
+        "session host listening on http://localhost:%d/ (dashboard at /dashboard)",
+        settings.port,
+        extra={"cat": "SUCCESS"},
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -38,24 +38,26 @@ async def readyz(request: web.Request) -> web.Response:
 async def service_info(request: web.Request) -> web.Response:
     app = request.app
     settings = app[keys.SETTINGS]
-    return web.json_response({
-        "service": "voice-agent session host",
-        "replica": app[keys.REPLICA],
-        "dialect": settings.dialect.value,
-        "model": settings.realtime_model,
-        "activeCallsHere": len(app[keys.REGISTRY]),
-        "capacity": settings.max_calls_per_replica,
-        "liveFeed": {"clients": app[keys.LIVE].clients, "polls": app[keys.LIVE].polls},
-        "store": dataclasses.asdict(app[keys.WRITER].stats),
-        "process": {
-            "loopLagP99Ms": app[keys.LOOP].p99(),
-            "rssBytes": health.rss_bytes(),
-            "cpuSeconds": round(health.cpu_seconds(), 3),
-            "serverEvents": app[keys.OPTIONS].counters.server_events,
-        },
-        "uptime": now_ms() - app[keys.STARTED],
-        "endpoints": openapi.endpoints(),
-    })
+    return web.json_response(
+        {
+            "service": "voice-agent session host",
+            "replica": app[keys.REPLICA],
+            "dialect": settings.dialect.value,
+            "model": settings.realtime_model,
+            "activeCallsHere": len(app[keys.REGISTRY]),
+            "capacity": settings.max_calls_per_replica,
+            "liveFeed": {"clients": app[keys.LIVE].clients, "polls": app[keys.LIVE].polls},
+            "store": dataclasses.asdict(app[keys.WRITER].stats),
+            "process": {
+                "loopLagP99Ms": app[keys.LOOP].p99(),
+                "rssBytes": health.rss_bytes(),
+                "cpuSeconds": round(health.cpu_seconds(), 3),
+                "serverEvents": app[keys.OPTIONS].counters.server_events,
+            },
+            "uptime": now_ms() - app[keys.STARTED],
+            "endpoints": openapi.endpoints(),
+        }
+    )
 
 
 def _limit(request: web.Request, default: int = 10) -> int:
@@ -63,11 +65,13 @@ def _limit(request: web.Request, default: int = 10) -> int:
     try:
         limit = int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "limit must be an integer from 1 to 200"}',
-                                 content_type="application/json") from None
+        raise web.HTTPBadRequest(
+            text='{"error": "limit must be an integer from 1 to 200"}', content_type="application/json"
+        ) from None
     if not 1 <= limit <= MAX_LIMIT:
-        raise web.HTTPBadRequest(text='{"error": "limit must be an integer from 1 to 200"}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text='{"error": "limit must be an integer from 1 to 200"}', content_type="application/json"
+        )
     return limit
 
 
@@ -86,8 +90,7 @@ async def list_calls(request: web.Request) -> web.Response:
         calls, nxt = await request.app[keys.READER].list_recent(limit, request.query.get("next") or None)
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls),
-                              "next": nxt})
+    return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls), "next": nxt})
 
 
 async def active_calls(request: web.Request) -> web.Response:

@@ -37,8 +37,12 @@ log = logging.getLogger("session_host")
 async def _sweep_forever(app: web.Application) -> None:
     """Resume calls whose owner stopped (hand-over) or died (heartbeat expired)."""
     registry, timing = app[keys.REGISTRY], app[keys.OPTIONS].lease
-    sweeper = Sweeper(app[keys.TABLES], app[keys.REPLICA], lambda: registry.capacity - len(registry),
-                      lambda lease: _resume(app, lease))
+    sweeper = Sweeper(
+        app[keys.TABLES],
+        app[keys.REPLICA],
+        lambda: registry.capacity - len(registry),
+        lambda lease: _resume(app, lease),
+    )
     while True:
         await asyncio.sleep(timing.sweep_s)
         if not registry.accepting:
@@ -56,28 +60,104 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     live = await reader.live_state(lease.call_id)
     record = live[0] if live is not None else await reader.get_call(lease.call_id)
     if record is None:
-        record = CallRecord(callId=lease.call_id, startTime=lease.request.receivedAt,
-                            callerPhone=lease.request.callerPhone)
+        record = CallRecord(
+            callId=lease.call_id, startTime=lease.request.receivedAt, callerPhone=lease.request.callerPhone
+        )
     for turn in live[1] if live is not None else []:
         writer.put_turn(lease.call_id, turn)
         record.messageCount = max(record.messageCount, turn.seq)
     session = CallSession(
-        lease.request, settings=app[keys.SETTINGS], http=app[keys.HTTP], control=app[keys.CONTROL],
-        writer=app[keys.WRITER], replica=app[keys.REPLICA], options=app[keys.OPTIONS],
-        telemetry=app[keys.TELEMETRY], keeper=LeaseKeeper(app[keys.TABLES], lease, lease.request),
-        resumed=record, resumed_turns=record.messageCount,
+        lease.request,
+        settings=app[keys.SETTINGS],
+        http=app[keys.HTTP],
+        control=app[keys.CONTROL],
+        writer=app[keys.WRITER],
+        replica=app[keys.REPLICA],
+        options=app[keys.OPTIONS],
+        telemetry=app[keys.TELEMETRY],
+        keeper=LeaseKeeper(app[keys.TABLES], lease, lease.request),
+        resumed=record,
+        resumed_turns=record.messageCount,
     )
     app[keys.REGISTRY].start(session)
 
 
+async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+    # No pool limit: every live call holds one connection (its control socket) for its whole
+    # life, and aiohttp's default of 100 would make call 101 wait for a hang-up.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    app[keys.HTTP] = http
+    app[keys.CONTROL] = CallControl(http, app[keys.SETTINGS])
+    yield
+    await app[keys.CONTROL].auth.close()
+    await http.close()
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    tables = open_tables(app[keys.SETTINGS], own_thread=True)  # the SDK's CPU off the calls' loop
+    try:
+        await ensure_tables(tables)
+    except Exception as exc:  # start anyway: writes are buffered and retried
+        log.error("table store unreachable at start-up (%s); buffering writes", type(exc).__name__)
+    writer = StoreWriter(tables)
+    writer.start()
+    app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
+    yield
+    await writer.close()
+    await tables.close()
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    feed = LiveFeed(app[keys.TABLES], app[keys.READER], app[keys.STARTED])
+    feed.start()
+    app[keys.LIVE] = feed
+    yield
+    await feed.close()
+
+
+async def loop_ctx(app: web.Application) -> AsyncIterator[None]:
+    monitor = app[keys.LOOP] = LoopMonitor()
+    task = asyncio.create_task(monitor.run(), name="loop-monitor")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
+    registry = app[keys.REGISTRY]
+    heartbeat = Heartbeat(
+        app[keys.TABLES],
+        app[keys.REPLICA],
+        app[keys.OPTIONS].lease,
+        lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},
+    )
+    app[keys.HEARTBEAT] = heartbeat
+    registry.before_handover = heartbeat.announce_draining
+    await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
+    tasks = [
+        asyncio.create_task(heartbeat.run(), name="heartbeat"),
+        asyncio.create_task(_sweep_forever(app), name="lease-sweeper"),
+    ]
+    yield
+    tasks[1].cancel()
+    await asyncio.gather(tasks[1], return_exceptions=True)
+    await registry.close()
+    tasks[0].cancel()
+    await asyncio.gather(tasks[0], return_exceptions=True)
+    await heartbeat.stop()
+
+
 def create_app(
-    settings: Settings, options: SessionOptions | None = None, replica: str | None = None,
+    settings: Settings,
+    options: SessionOptions | None = None,
+    replica: str | None = None,
     telemetry: Telemetry | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors, auth.admin_auth], client_max_size=1024 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
-        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6)))
+        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6))
+    )
     # One identity per process, not per container: a container restarted after a crash keeps its
     # replica name, and its heartbeat must not keep the dead process's calls looking owned.
     base = os.environ.get("CONTAINER_APP_REPLICA_NAME") or socket.gethostname()
@@ -86,59 +166,6 @@ def create_app(
     registry = app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
     app[keys.TELEMETRY] = telemetry or Telemetry()
     app[keys.TELEMETRY].observe_active_calls(lambda: len(registry))
-
-    async def http_ctx(app: web.Application) -> AsyncIterator[None]:
-        # No pool limit: every live call holds one connection (its control socket) for its whole
-        # life, and aiohttp's default of 100 would make call 101 wait for a hang-up.
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        app[keys.HTTP] = http
-        app[keys.CONTROL] = CallControl(http, settings)
-        yield
-        await app[keys.CONTROL].auth.close()
-        await http.close()
-
-    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        tables = open_tables(settings, own_thread=True)  # the SDK's CPU off the calls' loop
-        try:
-            await ensure_tables(tables)
-        except Exception as exc:  # start anyway: writes are buffered and retried
-            log.error("table store unreachable at start-up (%s); buffering writes", type(exc).__name__)
-        writer = StoreWriter(tables)
-        writer.start()
-        app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
-        yield
-        await writer.close()
-        await tables.close()
-
-    async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-        feed = LiveFeed(app[keys.TABLES], app[keys.READER], app[keys.STARTED])
-        feed.start()
-        app[keys.LIVE] = feed
-        yield
-        await feed.close()
-
-    async def loop_ctx(app: web.Application) -> AsyncIterator[None]:
-        monitor = app[keys.LOOP] = LoopMonitor()
-        task = asyncio.create_task(monitor.run(), name="loop-monitor")
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
-        heartbeat = Heartbeat(app[keys.TABLES], app[keys.REPLICA], app[keys.OPTIONS].lease,
-                              lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None})
-        app[keys.HEARTBEAT] = heartbeat
-        registry.before_handover = heartbeat.announce_draining
-        await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
-        tasks = [asyncio.create_task(heartbeat.run(), name="heartbeat"),
-                 asyncio.create_task(_sweep_forever(app), name="lease-sweeper")]
-        yield
-        tasks[1].cancel()
-        await asyncio.gather(tasks[1], return_exceptions=True)
-        await registry.close()
-        tasks[0].cancel()
-        await asyncio.gather(tasks[0], return_exceptions=True)
-        await heartbeat.stop()
 
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
     app.cleanup_ctx.extend([loop_ctx, http_ctx, store_ctx, live_ctx, calls_ctx])

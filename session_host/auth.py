@@ -50,13 +50,20 @@ async def create_session(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except ValueError:
-        return web.json_response({"error": "body must be JSON {\"token\": \"...\"}"}, status=400)
+        return web.json_response({"error": 'body must be JSON {"token": "..."}'}, status=400)
     given = body.get("token") if isinstance(body, dict) else None
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
         return web.json_response({"error": "wrong token"}, status=401)
     resp = web.json_response({"ok": True})
-    resp.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="Strict", path="/",
-                    secure=request.secure, max_age=12 * 3600)
+    resp.set_cookie(
+        COOKIE,
+        _cookie_value(token),
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=request.secure,
+        max_age=12 * 3600,
+    )
     return resp
 
 

@@ -14,11 +14,14 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 async def page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "dashboard.html", headers={
-        "Cache-Control": "no-cache",
-        "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
-        "X-Content-Type-Options": "nosniff",
-    })
+    return web.FileResponse(
+        STATIC / "dashboard.html",
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 async def sse(request: web.Request) -> web.StreamResponse:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -11,25 +12,31 @@ from pydantic import ValidationError
 
 from callplane import signing
 from callplane.bodies import read_limited
-from callplane.handoff import HandoffRequest
+from callplane.clock import now_ms
+from callplane.handoff import MAX_HANDOFF, HandoffRequest
 from callplane.store import leases
+from callplane.store.models import CallStatus
 from callplane.telemetry import Telemetry
 from session_host import keys
 from session_host.ownership import LeaseKeeper
 from session_host.session import CallSession
 
 log = logging.getLogger("session_host.handoff")
-MAX_HANDOFF = 64 * 1024
+MAX_HANDOFF_AGE_MS = 60_000  # the Function App gives up after seconds; older is a replay
 
 
-async def take_call(request: web.Request) -> web.Response:
-    app = request.app
-    settings = app[keys.SETTINGS]
+async def _ended(app: web.Application, call_id: str) -> bool:
+    call = await app[keys.READER].get_call(call_id)
+    return call is not None and call.status is not CallStatus.ACTIVE
+
+
+async def _read(request: web.Request) -> HandoffRequest | web.Response:
+    """The verified hand-off, or the answer refusing it (nothing touched yet)."""
     body = await read_limited(request, MAX_HANDOFF)
     if len(body) > MAX_HANDOFF:
         return web.json_response({"error": "hand-off body too large"}, status=413)
     try:
-        signing.verify(settings.handoff_secret, body, dict(request.headers))
+        signing.verify(request.app[keys.SETTINGS].handoff_secret, body, dict(request.headers))
     except signing.SignatureError as exc:
         return web.json_response({"error": f"invalid hand-off signature: {exc}"}, status=401)
     try:
@@ -39,6 +46,14 @@ async def take_call(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": f"invalid hand-off: {'.'.join(map(str, first['loc']))}: {first['msg']}"}, status=400
         )
+    return req
+
+
+async def take_call(request: web.Request) -> web.Response:
+    app = request.app
+    req = await _read(request)
+    if isinstance(req, web.Response):
+        return req
     registry = app[keys.REGISTRY]
     if req.callId in registry:
         return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
@@ -46,20 +61,37 @@ async def take_call(request: web.Request) -> web.Response:
         return web.json_response({"error": "at capacity"}, status=503, headers={"Retry-After": "1"})
     if not (heartbeat := app.get(keys.HEARTBEAT)) or not heartbeat.current():
         # Peers would take this replica for dead and claim the call: let a replica that can beat take it.
-        return web.json_response({"error": "not ready: heartbeat cannot reach the store"}, status=503,
-                                 headers={"Retry-After": "1"})
+        return web.json_response(
+            {"error": "not ready: heartbeat cannot reach the store"}, status=503, headers={"Retry-After": "1"}
+        )
+    age_ms = now_ms() - req.receivedAt
+    if age_ms > MAX_HANDOFF_AGE_MS:
+        # The Function App hands a call off within seconds of its webhook; an older hand-off is a
+        # replay, answered without touching the call.
+        return web.json_response({"error": f"stale hand-off: its webhook arrived {age_ms // 1000} s ago"}, status=409)
     lease = None
     try:
-        lease = await leases.acquire(app[keys.TABLES], req, app[keys.REPLICA])
+        # Read the record alongside the lease (no added wait): a replayed hand-off of a call that
+        # already ended must not run it again nor touch its record.
+        lease, ended = await asyncio.gather(
+            leases.acquire(app[keys.TABLES], req, app[keys.REPLICA]), _ended(app, req.callId)
+        )
+        if ended:
+            if lease is not None:
+                await leases.release(app[keys.TABLES], lease)
+            return web.json_response({"callId": req.callId, "status": "already ended"}, status=200)
         if lease is None:
             return web.json_response({"error": "call owned by another live replica"}, status=409)
     except AzureError as exc:
         # The store is down: take the call anyway (availability first); the heartbeat adopts it later.
-        log.warning("could not take the lease (%s); running the call without it", type(exc).__name__,
-                    extra={"call_id": req.callId})
+        log.warning(
+            "could not take the lease (%s); running the call without it",
+            type(exc).__name__,
+            extra={"call_id": req.callId},
+        )
     session = CallSession(
         req,
-        settings=settings,
+        settings=app[keys.SETTINGS],
         http=app[keys.HTTP],
         control=app[keys.CONTROL],
         writer=app[keys.WRITER],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -50,7 +49,3 @@ def rss_bytes() -> int:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def wall() -> float:
-    return time.monotonic()

@@ -37,9 +37,14 @@ class Snapshot:
 
 def _latency_series(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     points = [
-        {"t": c["endTime"] or c["startTime"], "p50": percentile(c["latencies"], 50),
-         "max": max(c["latencies"]), "callId": c["callId"]}
-        for c in calls if c["latencies"]
+        {
+            "t": c["endTime"] or c["startTime"],
+            "p50": percentile(c["latencies"], 50),
+            "max": max(c["latencies"]),
+            "callId": c["callId"],
+        }
+        for c in calls
+        if c["latencies"]
     ]
     return sorted(points, key=lambda p: p["t"])
 
@@ -150,9 +155,13 @@ def _last_event_id(request: web.Request) -> int:
 
 async def events(request: web.Request, feed: LiveFeed) -> web.StreamResponse:
     """`GET /api/events`: Server-Sent Events of dashboard snapshots, with heartbeats."""
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-    })
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
     await resp.prepare(request)
     queue = feed.subscribe()
     try:

@@ -119,25 +119,64 @@ class Route:
 
 ROUTES: list[Route] = [
     Route("/api/stats", "get", "Rollup statistics across all replicas", Stats, errors={"503": "store unavailable"}),
-    Route("/api/calls", "get", "Recent calls, newest first", CallList,
-          [_LIMIT, {"name": "next", "in": "query", "schema": {"type": "string"}}],
-          {"400": "bad limit or next", "503": "store unavailable"}),
-    Route("/api/calls/active", "get", "Live calls, newest first", ActiveCalls, [_LIMIT],
-          {"400": "bad limit", "503": "store unavailable"}),
-    Route("/api/calls/{callId}", "get", "One call", CallOut, [_CALL_ID],
-          {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"}),
-    Route("/api/calls/{callId}/transcript", "get", "One call's transcript in order", Transcript, [_CALL_ID],
-          {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"}),
-    Route("/api/events", "get", "Live dashboard feed (Server-Sent Events: `snapshot` events; "
-          "Last-Event-ID resumes)", None, media="text/event-stream"),
-    Route("/api/session", "post", "Sign in to the dashboard: body {\"token\": ADMIN_TOKEN}; sets an HttpOnly "
-          "session cookie", SessionOut, errors={"400": "body is not {\"token\": string}", "401": "wrong token",
-                                                 "429": "too many attempts"}, public=True),
+    Route(
+        "/api/calls",
+        "get",
+        "Recent calls, newest first",
+        CallList,
+        [_LIMIT, {"name": "next", "in": "query", "schema": {"type": "string"}}],
+        {"400": "bad limit or next", "503": "store unavailable"},
+    ),
+    Route(
+        "/api/calls/active",
+        "get",
+        "Live calls, newest first",
+        ActiveCalls,
+        [_LIMIT],
+        {"400": "bad limit", "503": "store unavailable"},
+    ),
+    Route(
+        "/api/calls/{callId}",
+        "get",
+        "One call",
+        CallOut,
+        [_CALL_ID],
+        {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"},
+    ),
+    Route(
+        "/api/calls/{callId}/transcript",
+        "get",
+        "One call's transcript in order",
+        Transcript,
+        [_CALL_ID],
+        {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"},
+    ),
+    Route(
+        "/api/events",
+        "get",
+        "Live dashboard feed (Server-Sent Events: `snapshot` events; Last-Event-ID resumes)",
+        None,
+        media="text/event-stream",
+    ),
+    Route(
+        "/api/session",
+        "post",
+        'Sign in to the dashboard: body {"token": ADMIN_TOKEN}; sets an HttpOnly session cookie',
+        SessionOut,
+        errors={"400": 'body is not {"token": string}', "401": "wrong token", "429": "too many attempts"},
+        public=True,
+    ),
     Route("/api/session", "delete", "Sign out: ends the session on every replica", SessionOut, public=True),
     Route("/api/openapi.json", "get", "This document", None),
     Route("/healthz", "get", "Liveness: the process answers", Health, public=True),
-    Route("/readyz", "get", "Readiness: store reachable and heartbeat current; 503 when not", Readiness,
-          errors={"503": "not ready (the body says which check failed)"}, public=True),
+    Route(
+        "/readyz",
+        "get",
+        "Readiness: store reachable and heartbeat current; 503 when not",
+        Readiness,
+        errors={"503": "not ready (the body says which check failed)"},
+        public=True,
+    ),
     Route("/", "get", "Service information and the list of endpoints", ServiceInfo, public=True),
 ]
 
@@ -160,8 +199,10 @@ def document() -> dict[str, Any]:
     for route in ROUTES:
         responses: dict[str, Any] = {"200": {"description": "OK", "content": _content(route)}}
         if not route.public:
-            responses["401"] = {"description": "ADMIN_TOKEN set and no valid bearer token or session cookie",
-                                "content": error_ref}
+            responses["401"] = {
+                "description": "ADMIN_TOKEN set and no valid bearer token or session cookie",
+                "content": error_ref,
+            }
         for status, description in route.errors.items():
             responses[status] = {"description": description, "content": error_ref}
         operation: dict[str, Any] = {"summary": route.summary, "parameters": route.params, "responses": responses}
@@ -170,12 +211,19 @@ def document() -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Voice agent admin API", "version": "1",
-                 "description": "Times are epoch milliseconds, durations milliseconds. Every answer under /api "
-                                "is JSON, errors included: {\"error\": \"...\"}."},
-        "components": {"schemas": schemas, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "cookie": {"type": "apiKey", "in": "cookie", "name": "va_session"}}},
+        "info": {
+            "title": "Voice agent admin API",
+            "version": "1",
+            "description": "Times are epoch milliseconds, durations milliseconds. Every answer under /api "
+            'is JSON, errors included: {"error": "..."}.',
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "va_session"},
+            },
+        },
         "security": [{"bearer": []}, {"cookie": []}],
         "paths": paths,
     }

@@ -207,9 +207,10 @@ class Sweeper:
         return taken
 
     async def _take_offered(self, peer: Beat) -> int:
-        offered = (await leases.owned_by(self.tables, peer.replica, offered_only=True))[:max(0, self.room())]
-        got = await asyncio.gather(*(leases.take_offered(self.tables, lease, self.replica) for lease in offered),
-                                   return_exceptions=True)
+        offered = (await leases.owned_by(self.tables, peer.replica, offered_only=True))[: max(0, self.room())]
+        got = await asyncio.gather(
+            *(leases.take_offered(self.tables, lease, self.replica) for lease in offered), return_exceptions=True
+        )
         return await self._resume_all([g for g in got if isinstance(g, Lease)], peer.replica)
 
     async def _take_from_dead(self, peer: Beat) -> int:

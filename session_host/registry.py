@@ -61,14 +61,16 @@ class CallRegistry:
         if sessions:
             if self.before_handover is not None:
                 await self.before_handover()
-            handed = await asyncio.gather(*(s.hand_over(min(handover_wait, grace / 2)) for s in sessions),
-                                          return_exceptions=True)
+            handed = await asyncio.gather(
+                *(s.hand_over(min(handover_wait, grace / 2)) for s in sessions), return_exceptions=True
+            )
             n = sum(1 for h in handed if h is True)
             log.info("handed %d of %d live calls to peers", n, len(sessions), extra={"cat": "CALL"})
         if await self.wait_idle(max(0.0, grace - wrap_up_before)):
             return
-        await asyncio.gather(*(s.wrap_up("replica shutting down") for s in list(self.sessions.values())),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(s.wrap_up("replica shutting down") for s in list(self.sessions.values())), return_exceptions=True
+        )
         await self.wait_idle(wrap_up_before)
 
     async def close(self) -> None:

@@ -123,7 +123,10 @@ class CallSession:
         self.opts = options or SessionOptions()
         self.on_finish = on_finish
         self.call = CallRecord(
-            callId=req.callId, startTime=req.receivedAt, callerPhone=req.callerPhone, replica=replica,
+            callId=req.callId,
+            startTime=req.receivedAt,
+            callerPhone=req.callerPhone,
+            replica=replica,
             updatedAt=now_ms(),
         )
         self.extra = {"cat": "CALL", "call_id": req.callId}
@@ -173,8 +176,9 @@ class CallSession:
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         tracer = self.telemetry.tracer
-        with tracer.start_as_current_span("call", context=self.trace_context, kind=SpanKind.SERVER,
-                                          attributes={"call.id": self.req.callId}) as span:
+        with tracer.start_as_current_span(
+            "call", context=self.trace_context, kind=SpanKind.SERVER, attributes={"call.id": self.req.callId}
+        ) as span:
             await self._run()
             span.set_attribute("call.status", self.call.status.value)
             span.set_attribute("call.end_reason", self.call.endReason or "")
@@ -186,48 +190,11 @@ class CallSession:
             self.telemetry.calls_started.add(1)
             self.writer.put_rollup(call_started())
         self.writer.put_live(self.call)
-        status, reason = CallStatus.COMPLETED, "caller hung up"
-        attempt = 0
-        loop = asyncio.get_running_loop()
-        accept_deadline = loop.time() + self.opts.accept_wait_s
+        # What a session cancelled from outside (the process closing) is recorded as: never
+        # "completed", which would claim the caller hung up.
+        status, reason = CallStatus.FAILED, "session host stopped before the call ended"
         try:
-            while True:
-                try:
-                    clean = await self._connect_and_pump()
-                    attempt = 0
-                except NotYetAccepted:
-                    if loop.time() < accept_deadline:
-                        await asyncio.sleep(0.03)
-                        continue
-                    status, reason = CallStatus.FAILED, "the call was never accepted"
-                    break
-                except CallGone:
-                    if self._end:
-                        status, reason = self._end
-                    elif self.resumed is not None and not self._connected_once:
-                        status, reason = CallStatus.FAILED, "call gone while its replica was away"
-                    elif self._greeted:
-                        status, reason = CallStatus.FAILED, "call gone after the control socket dropped"
-                    else:
-                        status, reason = CallStatus.FAILED, "call gone before the control socket opened"
-                    break
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    attempt += 1
-                    log.warning("control socket failed (%s), attempt %d", type(exc).__name__, attempt,
-                                extra=self.extra)
-                    if attempt > self.opts.reconnect_attempts:
-                        status, reason = CallStatus.FAILED, "control socket unreachable"
-                        await self._hangup_quietly()
-                        break
-                    await asyncio.sleep(self.opts.reconnect_base_s * 2 ** (attempt - 1))
-                    continue
-                if self.keeper is not None and self.keeper.lost.is_set():
-                    self._yielded = True
-                    break
-                if clean:
-                    status, reason = self._end or (CallStatus.COMPLETED, "caller hung up")
-                    break
-                log.warning("control socket dropped; reconnecting", extra=self.extra)
+            status, reason = await self._connect_until_end()
         finally:
             await self._cancel_tasks()
             if self._yielded:
@@ -239,6 +206,46 @@ class CallSession:
                     await self.keeper.release()
             if self.on_finish is not None:
                 await self.on_finish(self)
+
+    async def _connect_until_end(self) -> tuple[CallStatus, str]:
+        """(Re)connect the control socket until the call ends; its final status and reason."""
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        accept_deadline = loop.time() + self.opts.accept_wait_s
+        while True:
+            try:
+                clean = await self._connect_and_pump()
+                attempt = 0
+            except NotYetAccepted:
+                if loop.time() < accept_deadline:
+                    await asyncio.sleep(0.03)
+                    continue
+                return CallStatus.FAILED, "the call was never accepted"
+            except CallGone:
+                return self._gone_outcome()
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                attempt += 1
+                log.warning("control socket failed (%s), attempt %d", type(exc).__name__, attempt, extra=self.extra)
+                if attempt > self.opts.reconnect_attempts:
+                    await self._hangup_quietly()
+                    return CallStatus.FAILED, "control socket unreachable"
+                await asyncio.sleep(self.opts.reconnect_base_s * 2 ** (attempt - 1))
+                continue
+            if self.keeper is not None and self.keeper.lost.is_set():
+                self._yielded = True
+                return CallStatus.ACTIVE, "handed over"
+            if clean:
+                return self._end or (CallStatus.COMPLETED, "caller hung up")
+            log.warning("control socket dropped; reconnecting", extra=self.extra)
+
+    def _gone_outcome(self) -> tuple[CallStatus, str]:
+        if self._end:
+            return self._end
+        if self.resumed is not None and not self._connected_once:
+            return CallStatus.FAILED, "call gone while its replica was away"
+        if self._greeted:
+            return CallStatus.FAILED, "call gone after the control socket dropped"
+        return CallStatus.FAILED, "call gone before the control socket opened"
 
     async def hand_over(self, wait_s: float) -> bool:
         """SIGTERM path: store everything, offer the call to a peer, and let go once the peer's
@@ -258,7 +265,10 @@ class CallSession:
         url = socket_url(self.settings, self.req.callId)
         try:
             ws = await self.http.ws_connect(
-                url, headers=await self.control.auth.headers(), heartbeat=20.0, max_msg_size=16 * 1024 * 1024,
+                url,
+                headers=await self.control.auth.headers(),
+                heartbeat=20.0,
+                max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
             )
         except aiohttp.WSServerHandshakeError as exc:
@@ -416,15 +426,21 @@ class CallSession:
         self._add_turn("assistant", resp.text, interrupted=resp.interrupted, turn_id=resp.id or None)
         log.info("ASSISTANT: %s", resp.text[:300], extra={"cat": "TRANSCRIPT", "call_id": self.req.callId})
 
-    def _add_turn(self, speaker: Literal["user", "assistant"], text: str, interrupted: bool = False,
-                  turn_id: str | None = None) -> None:
+    def _add_turn(
+        self, speaker: Literal["user", "assistant"], text: str, interrupted: bool = False, turn_id: str | None = None
+    ) -> None:
         if self.keeper is not None and self.keeper.lost.is_set():
             return  # the call's new owner records from here on
         self._seq += 1
         sentiment = insights.text_sentiment(text) if speaker == "user" else "neutral"
         turn = TranscriptTurn(
-            seq=self._seq, timestamp=now_ms(), speaker=speaker,
-            text=text, sentiment=sentiment, interrupted=interrupted, turnId=turn_id,
+            seq=self._seq,
+            timestamp=now_ms(),
+            speaker=speaker,
+            text=text,
+            sentiment=sentiment,
+            interrupted=interrupted,
+            turnId=turn_id,
         )
         self.call.messageCount = self._seq
         if self.settings.summary_model:
@@ -493,10 +509,12 @@ class CallSession:
         for call_id, name, arguments in resp.calls:
             tool = TOOLS.get(name)
             if resp.interrupted and tool is not None and tool.irreversible:
-                log.warning("skipped %s from an interrupted response", name, extra={"cat": "TOOL",
-                            "call_id": self.req.callId})
-                await self._send_output(call_id, {"error": "not_executed",
-                                                  "reason": "the caller interrupted; confirm before retrying"})
+                log.warning(
+                    "skipped %s from an interrupted response", name, extra={"cat": "TOOL", "call_id": self.req.callId}
+                )
+                await self._send_output(
+                    call_id, {"error": "not_executed", "reason": "the caller interrupted; confirm before retrying"}
+                )
                 continue
             with self.telemetry.tracer.start_as_current_span("tool", attributes={"tool.name": name}) as span:
                 outcome = await run_tool(name, arguments, ctx)
@@ -522,24 +540,38 @@ class CallSession:
             # Bookkeeping (log line, metrics, the record copy for the store) after the caller's
             # answer is on its way: the round trip is what the caller waits through.
             for outcome in outcomes:
-                self.telemetry.tool_duration.record(outcome.duration_ms,
-                                                    {"tool": outcome.name, "success": outcome.success})
+                self.telemetry.tool_duration.record(
+                    outcome.duration_ms, {"tool": outcome.name, "success": outcome.success}
+                )
                 self._record_tool(outcome)
 
     async def _send_output(self, call_id: str, output: dict[str, Any]) -> None:
-        await self._send({
-            "type": "conversation.item.create",
-            "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
-        })
+        await self._send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
+            }
+        )
 
     def _record_tool(self, outcome: ToolOutcome) -> None:
-        self.call.toolCalls.append(ToolCallRecord(
-            name=outcome.name, timestamp=outcome.started_ms, duration=outcome.duration_ms,
-            success=outcome.success, error=outcome.error,
-        ))
+        self.call.toolCalls.append(
+            ToolCallRecord(
+                name=outcome.name,
+                timestamp=outcome.started_ms,
+                duration=outcome.duration_ms,
+                success=outcome.success,
+                error=outcome.error,
+            )
+        )
         level = logging.INFO if outcome.success else logging.WARNING
-        log.log(level, "%s %s in %.1f ms", outcome.name, "ok" if outcome.success else f"failed: {outcome.error}",
-                outcome.duration_ms, extra={"cat": "TOOL", "call_id": self.req.callId})
+        log.log(
+            level,
+            "%s %s in %.1f ms",
+            outcome.name,
+            "ok" if outcome.success else f"failed: {outcome.error}",
+            outcome.duration_ms,
+            extra={"cat": "TOOL", "call_id": self.req.callId},
+        )
         self._publish()
 
     async def _do_after_response(self) -> None:
@@ -555,8 +587,14 @@ class CallSession:
                 log.info("transferred to a human", extra={"cat": "SUCCESS", "call_id": self.req.callId})
             except CallControlError as exc:
                 log.error("REFER failed: %s", exc, extra=self.extra)
-                await self._send({"type": "response.create", "response": {
-                    "instructions": "The transfer failed. Apologise, offer a callback, and continue helping."}})
+                await self._send(
+                    {
+                        "type": "response.create",
+                        "response": {
+                            "instructions": "The transfer failed. Apologise, offer a callback, and continue helping."
+                        },
+                    }
+                )
         elif action is Action.END_CALL:
             self._end = (CallStatus.COMPLETED, f"assistant ended the call: {arg or 'done'}")
             await self._hangup_quietly()
@@ -611,8 +649,13 @@ class CallSession:
         if not self.settings.summary_model:
             return
         c = self.call
-        text = await model_summary(self.http, self.settings, await self.control.auth.headers(), self._lines,
-                                   f"{c.status.value} ({c.endReason})")
+        text = await model_summary(
+            self.http,
+            self.settings,
+            await self.control.auth.headers(),
+            self._lines,
+            f"{c.status.value} ({c.endReason})",
+        )
         if text is not None:
             c.summary, c.updatedAt = text, now_ms()
             self.writer.put_call(c, urgent=True)
@@ -625,7 +668,12 @@ class CallSession:
         wanted_human = any(t.name == "handoff_human" for t in c.toolCalls)
         c.sentiment = insights.call_sentiment(self._user_texts, c.bargeInEvents, wanted_human)
         c.summary = insights.summarize(
-            status.value, reason, c.duration, [t.name for t in c.toolCalls], self._seq, c.bargeInEvents,
+            status.value,
+            reason,
+            c.duration,
+            [t.name for t in c.toolCalls],
+            self._seq,
+            c.bargeInEvents,
             self._user_texts[0] if self._user_texts else None,
         )
         c.updatedAt = end
@@ -633,10 +681,21 @@ class CallSession:
         self.writer.put_rollup(call_finished(c))
         p50 = percentile(c.latencies, 50)
         summary = {
-            "status": status.value, "reason": reason, "durationMs": c.duration or 0,
-            "tools": [t.name for t in c.toolCalls], "turns": self._seq, "bargeIns": c.bargeInEvents,
-            "latencyP50Ms": round(p50) if p50 is not None else None, "sentiment": c.sentiment,
+            "status": status.value,
+            "reason": reason,
+            "durationMs": c.duration or 0,
+            "tools": [t.name for t in c.toolCalls],
+            "turns": self._seq,
+            "bargeIns": c.bargeInEvents,
+            "latencyP50Ms": round(p50) if p50 is not None else None,
+            "sentiment": c.sentiment,
         }
         # Structured for queries (JSON logs, Application Insights); the pretty formatter draws the box.
-        log.info("call summary", extra={"cat": "SUCCESS" if status is not CallStatus.FAILED else "ERROR",
-                                        "call_id": c.callId, SUMMARY_FIELD: summary})
+        log.info(
+            "call summary",
+            extra={
+                "cat": "SUCCESS" if status is not CallStatus.FAILED else "ERROR",
+                "call_id": c.callId,
+                SUMMARY_FIELD: summary,
+            },
+        )

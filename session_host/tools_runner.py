@@ -46,7 +46,7 @@ def _validation_output(name: str, exc: ValidationError) -> dict[str, Any]:
     }
 
 
-async def run_tool(name: str, raw_arguments: str, ctx: ToolContext, timeout_scale: float = 1.0) -> ToolOutcome:
+async def run_tool(name: str, raw_arguments: str, ctx: ToolContext) -> ToolOutcome:
     started = time.perf_counter()
     started_ms = now_ms()
     tool = TOOLS.get(name)
@@ -72,16 +72,29 @@ async def run_tool(name: str, raw_arguments: str, ctx: ToolContext, timeout_scal
     except ValueError as exc:
         if isinstance(exc, ValidationError):
             return done(None, _validation_output(name, exc), "invalid arguments")
-        return done(None, {"error": "invalid_arguments", "tool": name, "problems": [
-            {"field": "(arguments)", "problem": "arguments are not valid JSON"}]}, "invalid arguments")
+        return done(
+            None,
+            {
+                "error": "invalid_arguments",
+                "tool": name,
+                "problems": [{"field": "(arguments)", "problem": "arguments are not valid JSON"}],
+            },
+            "invalid arguments",
+        )
     try:
-        result = await asyncio.wait_for(tool.handler(args, ctx), timeout=tool.timeout_s * timeout_scale)
+        result = await asyncio.wait_for(tool.handler(args, ctx), timeout=tool.timeout_s)
     except TimeoutError:
         log.warning("tool %s timed out", name, extra={"cat": "TOOL", "call_id": ctx.call_id})
-        return done(None, {"error": "timeout", "tool": name,
-                           "hint": "Tell the caller the system is slow and offer a callback."}, "timeout")
+        return done(
+            None,
+            {"error": "timeout", "tool": name, "hint": "Tell the caller the system is slow and offer a callback."},
+            "timeout",
+        )
     except Exception as exc:  # a tool's bug must not end the call
         log.exception("tool %s raised", name, extra={"cat": "TOOL", "call_id": ctx.call_id})
-        return done(None, {"error": "tool_failed", "tool": name,
-                           "hint": "Apologise and offer another way to help."}, type(exc).__name__)
+        return done(
+            None,
+            {"error": "tool_failed", "tool": name, "hint": "Apologise and offer another way to help."},
+            type(exc).__name__,
+        )
     return done(result, result.output, None)

@@ -42,8 +42,13 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.setup()
     port = args.port or int(os.environ.get("SIMULATOR_PORT", "8089"))
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    log.info("simulator (%s dialect) on http://127.0.0.1:%d; webhooks go to %s", config.dialect, port,
-             config.webhook_url, extra={"cat": "SUCCESS"})
+    log.info(
+        "simulator (%s dialect) on http://127.0.0.1:%d; webhooks go to %s",
+        config.dialect,
+        port,
+        config.webhook_url,
+        extra={"cat": "SUCCESS"},
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,8 +33,10 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-                f"TableEndpoint=http://127.0.0.1:{self.port}/{ACCOUNT};")
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+            f"TableEndpoint=http://127.0.0.1:{self.port}/{ACCOUNT};"
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -52,9 +54,21 @@ def start_azurite(port: int | None = None) -> Azurite:
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")
     proc = subprocess.Popen(
-        [str(AZURITE), "--inMemoryPersistence", "--tableHost", "127.0.0.1", "--tablePort", str(port),
-         "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir, env={**os.environ},
+        [
+            str(AZURITE),
+            "--inMemoryPersistence",
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(port),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableProductStyleUrl",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+        env={**os.environ},
         start_new_session=True,
     )
     deadline = time.monotonic() + 30

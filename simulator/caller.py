@@ -100,21 +100,26 @@ class Runner:
         item_id = p.new_id("item")
         start = int(ms())
         if turn.barge_in_after_ms is None:  # a barge-in already sent speech_started mid-response
-            await self.send(p.event("input_audio_buffer.speech_started", audio_start_ms=start % 10**7,
-                                    item_id=item_id))
+            await self.send(p.event("input_audio_buffer.speech_started", audio_start_ms=start % 10**7, item_id=item_id))
         await self.sleep(turn.speech_ms)
         await self.send(p.event("input_audio_buffer.speech_stopped", audio_end_ms=int(ms()) % 10**7, item_id=item_id))
         await self.send(p.event("input_audio_buffer.committed", item_id=item_id, previous_item_id=None))
         transcribe = self.dialect == "openai" and bool(
-            ((self.call.session.get("audio") or {}).get("input") or {}).get("transcription"))
-        await self.send(p.event("conversation.item.added", previous_item_id=None,
-                                item=p.user_item(item_id, None)))
+            ((self.call.session.get("audio") or {}).get("input") or {}).get("transcription")
+        )
+        await self.send(p.event("conversation.item.added", previous_item_id=None, item=p.user_item(item_id, None)))
         if turn.caller:
             self.call.transcript.append(("user", turn.caller))
         if transcribe and turn.caller:
-            await self.send(p.event("conversation.item.input_audio_transcription.completed", item_id=item_id,
-                                    content_index=0, transcript=turn.caller,
-                                    usage={"type": "duration", "seconds": turn.speech_ms / 1000}))
+            await self.send(
+                p.event(
+                    "conversation.item.input_audio_transcription.completed",
+                    item_id=item_id,
+                    content_index=0,
+                    transcript=turn.caller,
+                    usage={"type": "duration", "seconds": turn.speech_ms / 1000},
+                )
+            )
 
     async def assistant_turn(self, turn: Turn, barge_in_after: int | None) -> None:
         steps = turn.assistant or [Say(say="Sorry, could you say that again?")]
@@ -142,8 +147,16 @@ class Runner:
         await self.send(p.event("response.output_item.added", response_id=rid, output_index=0, item=item))
         await self.send(p.event("conversation.item.added", previous_item_id=None, item=item))
         part = {"type": "audio", "transcript": ""}  # the GA type still names content parts "audio"
-        await self.send(p.event("response.content_part.added", response_id=rid, item_id=item_id,
-                                output_index=0, content_index=0, part=part))
+        await self.send(
+            p.event(
+                "response.content_part.added",
+                response_id=rid,
+                item_id=item_id,
+                output_index=0,
+                content_index=0,
+                part=part,
+            )
+        )
         await self.send(p.event("output_audio_buffer.started", response_id=rid))
         spoken = ""
         elapsed = 0.0
@@ -155,22 +168,46 @@ class Runner:
                 break
             delta = text[i : i + CHUNK_CHARS]
             spoken += delta
-            await self.send(p.event("response.output_audio_transcript.delta", response_id=rid, item_id=item_id,
-                                    output_index=0, content_index=0, delta=delta))
+            await self.send(
+                p.event(
+                    "response.output_audio_transcript.delta",
+                    response_id=rid,
+                    item_id=item_id,
+                    output_index=0,
+                    content_index=0,
+                    delta=delta,
+                )
+            )
             await self.sleep(per_chunk_ms)
             elapsed += per_chunk_ms
         interrupted = spoken != text
         if interrupted:
             if interrupt_after_ms is not None:
-                await self.send(p.event("input_audio_buffer.speech_started", audio_start_ms=int(ms()) % 10**7,
-                                        item_id=p.new_id("item")))
-            await self._finish(rid, item_id, spoken, cancelled=True,
-                               reason="turn_detected" if interrupt_after_ms is not None else "client_cancelled")
+                await self.send(
+                    p.event(
+                        "input_audio_buffer.speech_started", audio_start_ms=int(ms()) % 10**7, item_id=p.new_id("item")
+                    )
+                )
+            await self._finish(
+                rid,
+                item_id,
+                spoken,
+                cancelled=True,
+                reason="turn_detected" if interrupt_after_ms is not None else "client_cancelled",
+            )
             await self.send(p.event("output_audio_buffer.cleared", response_id=rid))
             call.transcript.append(("assistant", spoken + " [interrupted]"))
             return False
-        await self.send(p.event("response.output_audio_transcript.done", response_id=rid, item_id=item_id,
-                                output_index=0, content_index=0, transcript=text))
+        await self.send(
+            p.event(
+                "response.output_audio_transcript.done",
+                response_id=rid,
+                item_id=item_id,
+                output_index=0,
+                content_index=0,
+                transcript=text,
+            )
+        )
         await self._finish(rid, item_id, text, cancelled=False)
         await self.send(p.event("output_audio_buffer.stopped", response_id=rid))
         call.transcript.append(("assistant", text))
@@ -179,8 +216,16 @@ class Runner:
     async def _finish(self, rid: str, item_id: str, text: str, *, cancelled: bool, reason: str = "") -> None:
         status = "cancelled" if cancelled else "completed"
         item = p.message_item(item_id, text, "incomplete" if cancelled else "completed")
-        await self.send(p.event("response.content_part.done", response_id=rid, item_id=item_id, output_index=0,
-                                content_index=0, part={"type": "audio", "transcript": text}))
+        await self.send(
+            p.event(
+                "response.content_part.done",
+                response_id=rid,
+                item_id=item_id,
+                output_index=0,
+                content_index=0,
+                part={"type": "audio", "transcript": text},
+            )
+        )
         await self.send(p.event("response.output_item.done", response_id=rid, output_index=0, item=item))
         await self.send(p.event("conversation.item.done", previous_item_id=None, item=item))
         details = {"type": "cancelled", "reason": reason} if cancelled else None
@@ -199,8 +244,16 @@ class Runner:
         item = p.function_call_item(item_id, call_id, step.tool, "", "in_progress")
         await self.send(p.event("response.output_item.added", response_id=rid, output_index=0, item=item))
         await self.send(p.event("conversation.item.added", previous_item_id=None, item=item))
-        await self.send(p.event("response.function_call_arguments.delta", response_id=rid, item_id=item_id,
-                                output_index=0, call_id=call_id, delta=args))
+        await self.send(
+            p.event(
+                "response.function_call_arguments.delta",
+                response_id=rid,
+                item_id=item_id,
+                output_index=0,
+                call_id=call_id,
+                delta=args,
+            )
+        )
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[float] = loop.create_future()
         call.output_waiters[call_id] = waiter
@@ -208,8 +261,17 @@ class Runner:
         # arrives in the same breath as the function_call_output.
         call.awaiting_response = True
         sent_at = ms()
-        await self.send(p.event("response.function_call_arguments.done", response_id=rid, item_id=item_id,
-                                output_index=0, call_id=call_id, name=step.tool, arguments=args))
+        await self.send(
+            p.event(
+                "response.function_call_arguments.done",
+                response_id=rid,
+                item_id=item_id,
+                output_index=0,
+                call_id=call_id,
+                name=step.tool,
+                arguments=args,
+            )
+        )
         done_item = p.function_call_item(item_id, call_id, step.tool, args)
         await self.send(p.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         await self.send(p.event("conversation.item.done", previous_item_id=None, item=done_item))
@@ -234,8 +296,14 @@ class Runner:
         if f.drop_socket_after_ms is not None:
             self._later(f.drop_socket_after_ms, self._drop_socket())
         if f.server_error_after_ms is not None:
-            self._later(f.server_error_after_ms, self.send(p.error_event(
-                "server_error", "The server had an error while processing your request.", etype="server_error")))
+            self._later(
+                f.server_error_after_ms,
+                self.send(
+                    p.error_event(
+                        "server_error", "The server had an error while processing your request.", etype="server_error"
+                    )
+                ),
+            )
         if f.session_cap_ms is not None:
             self._later(f.session_cap_ms, self._session_cap())
 

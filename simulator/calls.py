@@ -67,8 +67,10 @@ class SimCall:
 
     def summary(self) -> dict[str, Any]:
         m = self.marks
+
         def span(a: str, b: str) -> float | None:
             return round(m[b] - m[a], 2) if a in m and b in m else None
+
         return {
             "callId": self.call_id,
             "scenario": self.scenario.name,

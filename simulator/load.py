@@ -38,8 +38,12 @@ def summarize(calls: list[SimCall], wall_s: float) -> dict[str, Any]:
         "events_per_s": round(events / wall_s, 1) if wall_s else None,
         "webhook_to_accept_ms": {"p50": percentile(accept, 50), "p95": percentile(accept, 95)},
         "webhook_to_greeting_ms": {"p50": percentile(greet, 50), "p95": percentile(greet, 95)},
-        "tool_round_trip_ms": {"n": len(tools), "p50": percentile(tools, 50), "p95": percentile(tools, 95),
-                               "p99": percentile(tools, 99)},
+        "tool_round_trip_ms": {
+            "n": len(tools),
+            "p50": percentile(tools, 50),
+            "p95": percentile(tools, 95),
+            "p99": percentile(tools, 99),
+        },
     }
 
 
@@ -47,9 +51,13 @@ def table(summary: dict[str, Any]) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
-    rows = [("calls", summary["calls"]), ("wall time (s)", summary["wall_s"]),
-            ("outcomes", ", ".join(f"{k}: {v}" for k, v in summary["outcomes"].items())),
-            ("events sent", summary["events_sent"]), ("events/s", summary["events_per_s"])]
+    rows = [
+        ("calls", summary["calls"]),
+        ("wall time (s)", summary["wall_s"]),
+        ("outcomes", ", ".join(f"{k}: {v}" for k, v in summary["outcomes"].items())),
+        ("events sent", summary["events_sent"]),
+        ("events/s", summary["events_per_s"]),
+    ]
     for key in ("webhook_to_accept_ms", "webhook_to_greeting_ms", "tool_round_trip_ms"):
         for q, v in summary[key].items():
             rows.append((f"{key} {q}", v))
@@ -59,8 +67,9 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def place_and_wait(sim: Simulator, scenario_name: str, n: int, concurrency: int,
-                         timeout_s: float = 600, ramp_s: float = 0.0) -> tuple[list[SimCall], float]:
+async def place_and_wait(
+    sim: Simulator, scenario_name: str, n: int, concurrency: int, timeout_s: float = 600, ramp_s: float = 0.0
+) -> tuple[list[SimCall], float]:
     """Place `n` calls, at most `concurrency` live at once, arrivals spread evenly over `ramp_s`."""
     scenario = load_scenario(scenario_name)
     sem = asyncio.Semaphore(concurrency)

@@ -17,6 +17,8 @@ from callplane.realtime_events import CLIENT_EVENTS, SERVER_EVENTS
 def check_server_event(ev: Event) -> None:
     """Raise ValidationError unless `ev` has the shape of the `openai` server event of its type."""
     SERVER_EVENTS[ev["type"]].model_validate(ev)
+
+
 _ids = itertools.count(1)
 
 Event = dict[str, Any]
@@ -30,15 +32,23 @@ def event(etype: str, **fields: Any) -> Event:
     return {"type": etype, "event_id": f"event_{next(_ids):08d}", **fields}
 
 
-def rest_error(message: str, code: str | None, etype: str = "invalid_request_error",
-               param: str | None = None) -> dict[str, Any]:
+def rest_error(
+    message: str, code: str | None, etype: str = "invalid_request_error", param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": etype, "param": param, "code": code}}
 
 
-def error_event(code: str, message: str, *, param: str | None = None, client_event_id: str | None = None,
-                etype: str = "invalid_request_error") -> Event:
-    return event("error", error={"type": etype, "code": code, "message": message, "param": param,
-                                 "event_id": client_event_id})
+def error_event(
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    client_event_id: str | None = None,
+    etype: str = "invalid_request_error",
+) -> Event:
+    return event(
+        "error", error={"type": etype, "code": code, "message": message, "param": param, "event_id": client_event_id}
+    )
 
 
 def validate_client_event(raw: str) -> tuple[Event | None, Event | None]:
@@ -54,8 +64,12 @@ def validate_client_event(raw: str) -> tuple[Event | None, Event | None]:
         return None, error_event("invalid_event", "The 'type' field is missing.", client_event_id=client_id)
     model = CLIENT_EVENTS.get(doc["type"]) if isinstance(doc["type"], str) else None
     if model is None:
-        return None, error_event("invalid_value", f"Invalid value: '{doc['type']}'. Supported values are the "
-                                 "Realtime client events.", param="type", client_event_id=client_id)
+        return None, error_event(
+            "invalid_value",
+            f"Invalid value: '{doc['type']}'. Supported values are the Realtime client events.",
+            param="type",
+            client_event_id=client_id,
+        )
     try:
         model.model_validate(doc)
     except ValidationError as exc:
@@ -104,8 +118,9 @@ def session_object(config: dict[str, Any], expires_at: int) -> dict[str, Any]:
     }
 
 
-def response_object(rid: str, status: str, output: list[dict[str, Any]],
-                    status_details: dict[str, Any] | None = None) -> dict[str, Any]:
+def response_object(
+    rid: str, status: str, output: list[dict[str, Any]], status_details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     done = status != "in_progress"
     return {
         "object": "realtime.response",
@@ -117,29 +132,53 @@ def response_object(rid: str, status: str, output: list[dict[str, Any]],
         "output_modalities": ["audio"],
         "max_output_tokens": "inf",
         "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": "alloy"}},
-        "usage": {"total_tokens": 120, "input_tokens": 80, "output_tokens": 40,
-                  "input_token_details": {"text_tokens": 60, "audio_tokens": 20, "image_tokens": 0,
-                                          "cached_tokens": 0},
-                  "output_token_details": {"text_tokens": 10, "audio_tokens": 30}} if done else None,
+        "usage": {
+            "total_tokens": 120,
+            "input_tokens": 80,
+            "output_tokens": 40,
+            "input_token_details": {"text_tokens": 60, "audio_tokens": 20, "image_tokens": 0, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": 10, "audio_tokens": 30},
+        }
+        if done
+        else None,
         "metadata": None,
     }
 
 
 def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
-    return {"id": item_id, "object": "realtime.item", "type": "message", "status": status, "role": "assistant",
-            "content": [{"type": "output_audio", "transcript": text}]}
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_audio", "transcript": text}],
+    }
 
 
 def function_call_item(
     item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
 ) -> dict[str, Any]:
-    return {"id": item_id, "object": "realtime.item", "type": "function_call", "status": status,
-            "call_id": call_id, "name": name, "arguments": arguments}
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 def user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
-    return {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-            "content": [{"type": "input_audio", "transcript": transcript}]}
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
 
 
 def now_s() -> int:

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +35,6 @@ class SimConfig:
     webhook_retries: int = 3
     session_seconds: int = 3600
     webhook_endpoints: list[dict[str, Any]] = field(default_factory=list)
-
-
-
 
 
 class Simulator:
@@ -69,8 +66,10 @@ class Simulator:
             "data": {
                 "call_id": call.call_id,
                 "sip_headers": [
-                    {"name": "From",
-                     "value": f'"Caller" <sip:{call.caller}@sip.example.com>;tag={uuid.uuid4().hex[:8]}'},
+                    {
+                        "name": "From",
+                        "value": f'"Caller" <sip:{call.caller}@sip.example.com>;tag={uuid.uuid4().hex[:8]}',
+                    },
                     {"name": "To", "value": "<sip:+18005551212@sip.example.com>"},
                     {"name": "Call-ID", "value": str(uuid.uuid4())},
                 ],
@@ -98,8 +97,9 @@ class Simulator:
             }
             assert self.http is not None
             try:
-                async with self.http.post(self.config.webhook_url, data=body, headers=headers,
-                                          timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                async with self.http.post(
+                    self.config.webhook_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
+                ) as resp:
                     await resp.read()
                     call.webhook_statuses.append(resp.status)
                     return resp.status
@@ -153,21 +153,38 @@ async def chat_completions(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return _err(400, "Missing required parameter: 'model'.", "missing_required_parameter", "model")
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and m.get("role") in ("system", "developer", "user", "assistant")
-            and isinstance(m.get("content"), str) for m in messages):
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
+            isinstance(m, dict)
+            and m.get("role") in ("system", "developer", "user", "assistant")
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
         return _err(400, "Invalid 'messages': a non-empty list of {role, content}.", "invalid_value", "messages")
     if body["model"] == FAILING_MODEL:
         return _err(500, "The server had an error while processing your request.", None, etype="server_error")
     lines = sum(m["content"].count("\n") + 1 for m in messages if m["role"] == "user")
     text = f"Model summary ({body['model']}): the caller was helped over {lines} transcript lines."
-    return web.json_response({
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": text, "refusal": None}}],
-        "usage": {"prompt_tokens": 10 * lines, "completion_tokens": 20, "total_tokens": 10 * lines + 20},
-    })
+    return web.json_response(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                }
+            ],
+            "usage": {"prompt_tokens": 10 * lines, "completion_tokens": 20, "total_tokens": 10 * lines + 20},
+        }
+    )
 
 
 # --- REST: call control ----------------------------------------------------------------------
@@ -180,8 +197,9 @@ def _authorized(request: web.Request, sim: Simulator) -> bool:
     return auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].encode(), key)
 
 
-def _err(status: int, message: str, code: str | None, param: str | None = None,
-         etype: str = "invalid_request_error") -> web.Response:
+def _err(
+    status: int, message: str, code: str | None, param: str | None = None, etype: str = "invalid_request_error"
+) -> web.Response:
     return web.json_response(p.rest_error(message, code, etype, param), status=status)
 
 
@@ -220,32 +238,48 @@ async def call_action(request: web.Request) -> web.Response:
         return await _accept(sim, call, body)
     if call.state is CallState.ENDED:
         return _err(404, f"Call '{call_id}' not found.", "call_id_not_found", "call_id")
-    if action == "reject":
-        if call.state is not CallState.RINGING:
-            return _err(400, "Call has already been accepted.", "invalid_call_state")
-        status = 603
-        if isinstance(body, dict) and "status_code" in body:
-            if not isinstance(body["status_code"], int) or not 400 <= body["status_code"] <= 699:
-                return _err(400, "Invalid 'status_code'.", "invalid_value", "status_code")
-            status = body["status_code"]
-        call.rejected_with = status
-        await sim.end_call(call, f"rejected {status}")
-        return web.Response(status=200)
-    if action == "refer":
-        if not isinstance(body, dict) or not isinstance(body.get("target_uri"), str) or not body["target_uri"]:
-            return _err(400, "Missing required parameter: 'target_uri'.", "missing_required_parameter", "target_uri")
-        extra = set(body) - {"target_uri"}
-        if extra:
-            return _err(400, f"Unknown parameter: '{sorted(extra)[0]}'.", "unknown_parameter", sorted(extra)[0])
-        call.referred_to = body["target_uri"]
-        call.mark("refer")
-        sim.spawn(_end_later(sim, call, 0.3, "referred"))
-        return web.Response(status=200)
-    if action == "hangup":
-        call.mark("hangup")
-        await sim.end_call(call, "hung up by the server")
-        return web.Response(status=200)
-    return _err(404, f"Unknown action '{action}'.", "not_found")
+    act = _ACTIONS.get(action)
+    if act is None:
+        return _err(404, f"Unknown action '{action}'.", "not_found")
+    return await act(sim, call, body)
+
+
+async def _reject(sim: Simulator, call: SimCall, body: Any) -> web.Response:
+    if call.state is not CallState.RINGING:
+        return _err(400, "Call has already been accepted.", "invalid_call_state")
+    status = 603
+    if isinstance(body, dict) and "status_code" in body:
+        if not isinstance(body["status_code"], int) or not 400 <= body["status_code"] <= 699:
+            return _err(400, "Invalid 'status_code'.", "invalid_value", "status_code")
+        status = body["status_code"]
+    call.rejected_with = status
+    await sim.end_call(call, f"rejected {status}")
+    return web.Response(status=200)
+
+
+async def _refer(sim: Simulator, call: SimCall, body: Any) -> web.Response:
+    if not isinstance(body, dict) or not isinstance(body.get("target_uri"), str) or not body["target_uri"]:
+        return _err(400, "Missing required parameter: 'target_uri'.", "missing_required_parameter", "target_uri")
+    extra = set(body) - {"target_uri"}
+    if extra:
+        return _err(400, f"Unknown parameter: '{sorted(extra)[0]}'.", "unknown_parameter", sorted(extra)[0])
+    call.referred_to = body["target_uri"]
+    call.mark("refer")
+    sim.spawn(_end_later(sim, call, 0.3, "referred"))
+    return web.Response(status=200)
+
+
+async def _hangup(sim: Simulator, call: SimCall, body: Any) -> web.Response:
+    call.mark("hangup")
+    await sim.end_call(call, "hung up by the server")
+    return web.Response(status=200)
+
+
+_ACTIONS: dict[str, Callable[[Simulator, SimCall, Any], Awaitable[web.Response]]] = {
+    "reject": _reject,
+    "refer": _refer,
+    "hangup": _hangup,
+}
 
 
 async def _end_later(sim: Simulator, call: SimCall, seconds: float, reason: str) -> None:
@@ -261,8 +295,9 @@ async def _accept(sim: Simulator, call: SimCall, body: Any) -> web.Response:
         await sim.end_call(call, "caller hung up while ringing")
         return _err(404, f"Call '{call.call_id}' not found.", "call_id_not_found", "call_id")
     if f.accept_status:
-        return _err(f.accept_status, "The server had an error while processing your request.", None,
-                    etype="server_error")
+        return _err(
+            f.accept_status, "The server had an error while processing your request.", None, etype="server_error"
+        )
     if call.state is CallState.ENDED:
         return _err(404, f"Call '{call.call_id}' not found.", "call_id_not_found", "call_id")
     if call.state is CallState.ACCEPTED:
@@ -279,7 +314,8 @@ async def _accept(sim: Simulator, call: SimCall, body: Any) -> web.Response:
     call.state = CallState.ACCEPTED
     call.mark("accept")
     call.runner = asyncio.ensure_future(
-        Runner(call, time_scale=sim.config.time_scale, dialect=sim.config.dialect, end_call=sim.end_call).run())
+        Runner(call, time_scale=sim.config.time_scale, dialect=sim.config.dialect, end_call=sim.end_call).run()
+    )
     return web.Response(status=200)
 
 
@@ -324,60 +360,98 @@ async def _client_event(sim: Simulator, call: SimCall, runner: Runner, raw: str,
         await runner.send(err)
         return
     assert ev is not None
-    etype = ev["type"]
-    call.client_events.append(etype)
-    client_id = ev.get("event_id")
-    if etype == "session.update":
-        call.mark("session_update")
-        session = ev["session"]
-        problem = _config_problem(sim, call, session, "session.")
-        if problem:
-            e = p.error_event("unknown_parameter", f"Unknown parameter: '{problem}'.", param=problem,
-                              client_event_id=client_id)
-            call.errors_sent.append(e["error"])
-            await runner.send(e)
-            return
-        merged = {**call.session, **{k: v for k, v in session.items() if k != "audio"}}
-        if "audio" in session:
-            audio = dict(call.session.get("audio") or {})
-            for side, cfg in (session.get("audio") or {}).items():
-                audio[side] = {**(audio.get(side) or {}), **(cfg or {})}
-            merged["audio"] = audio
-        call.session = merged
-        await runner.send(p.event("session.updated", session=p.session_object(merged, expires)))
-    elif etype == "response.create":
-        if "greeting_requested" not in call.marks:
-            call.mark("greeting_requested")
-        if call.awaiting_response:
-            await call.response_requests.put(ev)
-        elif call.active_response is not None:
-            e = p.error_event("conversation_already_has_active_response",
-                              f"Conversation already has an active response in progress: {call.active_response}. "
-                              "Wait until the response is finished before creating a new one.",
-                              client_event_id=client_id)
-            call.errors_sent.append(e["error"])
-            await runner.send(e)
-        else:
-            instructions = str((ev.get("response") or {}).get("instructions") or "").lower()
-            text = "Thanks for calling. Goodbye!" if ("goodbye" in instructions or "end the call" in instructions) \
-                else "Let me transfer you to a colleague now." if "transfer" in instructions else "Sure, one moment."
-            sim.spawn(runner.play_response(text))
-    elif etype == "conversation.item.create":
-        item = ev["item"]
-        if item.get("type") == "function_call_output":
-            call.tool_outputs[item["call_id"]] = _maybe_json(item.get("output"))
-            waiter = call.output_waiters.pop(item["call_id"], None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(ms())
-    elif etype == "response.cancel":
-        if call.active_response is None:
-            e = p.error_event("response_cancel_not_active", "Cancellation failed: no active response found.",
-                              client_event_id=client_id)
-            await runner.send(e)
-        else:
-            call.active_response = None
-    elif etype == "output_audio_buffer.clear":
-        await runner.send(p.event("output_audio_buffer.cleared", response_id=call.active_response or "resp_none"))
+    call.client_events.append(ev["type"])
+    handler = _CLIENT_EVENTS.get(ev["type"])
+    if handler is not None:
+        await handler(sim, call, runner, ev, expires)
+
+
+async def _send_error(call: SimCall, runner: Runner, code: str, message: str, **kw: Any) -> None:
+    e = p.error_event(code, message, **kw)
+    call.errors_sent.append(e["error"])
+    await runner.send(e)
+
+
+async def _session_update(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
+    call.mark("session_update")
+    session = ev["session"]
+    problem = _config_problem(sim, call, session, "session.")
+    if problem:
+        await _send_error(
+            call,
+            runner,
+            "unknown_parameter",
+            f"Unknown parameter: '{problem}'.",
+            param=problem,
+            client_event_id=ev.get("event_id"),
+        )
+        return
+    merged = {**call.session, **{k: v for k, v in session.items() if k != "audio"}}
+    if "audio" in session:
+        audio = dict(call.session.get("audio") or {})
+        for side, cfg in (session.get("audio") or {}).items():
+            audio[side] = {**(audio.get(side) or {}), **(cfg or {})}
+        merged["audio"] = audio
+    call.session = merged
+    await runner.send(p.event("session.updated", session=p.session_object(merged, expires)))
+
+
+async def _response_create(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
+    if "greeting_requested" not in call.marks:
+        call.mark("greeting_requested")
+    if call.awaiting_response:
+        await call.response_requests.put(ev)
+    elif call.active_response is not None:
+        await _send_error(
+            call,
+            runner,
+            "conversation_already_has_active_response",
+            f"Conversation already has an active response in progress: {call.active_response}. "
+            "Wait until the response is finished before creating a new one.",
+            client_event_id=ev.get("event_id"),
+        )
+    else:
+        instructions = str((ev.get("response") or {}).get("instructions") or "").lower()
+        text = "Sure, one moment."
+        if "goodbye" in instructions or "end the call" in instructions:
+            text = "Thanks for calling. Goodbye!"
+        elif "transfer" in instructions:
+            text = "Let me transfer you to a colleague now."
+        sim.spawn(runner.play_response(text))
+
+
+async def _item_create(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
+    item = ev["item"]
+    if item.get("type") == "function_call_output":
+        call.tool_outputs[item["call_id"]] = _maybe_json(item.get("output"))
+        waiter = call.output_waiters.pop(item["call_id"], None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ms())
+
+
+async def _response_cancel(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
+    if call.active_response is None:
+        e = p.error_event(
+            "response_cancel_not_active",
+            "Cancellation failed: no active response found.",
+            client_event_id=ev.get("event_id"),
+        )
+        await runner.send(e)
+    else:
+        call.active_response = None
+
+
+async def _buffer_clear(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
+    await runner.send(p.event("output_audio_buffer.cleared", response_id=call.active_response or "resp_none"))
+
+
+_CLIENT_EVENTS: dict[str, Callable[[Simulator, SimCall, Runner, dict[str, Any], int], Awaitable[None]]] = {
+    "session.update": _session_update,
+    "response.create": _response_create,
+    "conversation.item.create": _item_create,
+    "response.cancel": _response_cancel,
+    "output_audio_buffer.clear": _buffer_clear,
+}
 
 
 def _maybe_json(raw: Any) -> Any:
@@ -399,9 +473,15 @@ async def create_webhook_endpoint(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("url"), str) or not body.get("name"):
         return _err(400, "Missing required parameter: 'url'.", "missing_required_parameter", "url")
     secret = signing.new_secret()
-    endpoint = {"id": f"whep_{uuid.uuid4().hex[:16]}", "object": "webhook.endpoint", "name": body["name"],
-                "url": body["url"], "event_types": body.get("event_types") or ["realtime.call.incoming"],
-                "signing_secret_hint": f"whsec_...{secret[-4:]}", "created_at": int(ms() / 1000)}
+    endpoint = {
+        "id": f"whep_{uuid.uuid4().hex[:16]}",
+        "object": "webhook.endpoint",
+        "name": body["name"],
+        "url": body["url"],
+        "event_types": body.get("event_types") or ["realtime.call.incoming"],
+        "signing_secret_hint": f"whsec_...{secret[-4:]}",
+        "created_at": int(ms() / 1000),
+    }
     sim.config.webhook_endpoints.append(endpoint)
     return web.json_response({**endpoint, "signing_secret": secret})
 
@@ -411,8 +491,9 @@ async def delete_webhook_endpoint(request: web.Request) -> web.Response:
     if request.headers.get("api-key", "") != sim.config.api_key:
         return _err(401, "Access denied due to invalid subscription key.", "401")
     before = len(sim.config.webhook_endpoints)
-    sim.config.webhook_endpoints[:] = [e for e in sim.config.webhook_endpoints
-                                       if e["id"] != request.match_info["endpoint_id"]]
+    sim.config.webhook_endpoints[:] = [
+        e for e in sim.config.webhook_endpoints if e["id"] != request.match_info["endpoint_id"]
+    ]
     if len(sim.config.webhook_endpoints) == before:
         return _err(404, "Webhook endpoint not found.", "not_found")
     return web.json_response({"id": request.match_info["endpoint_id"], "deleted": True})
@@ -450,18 +531,21 @@ async def sim_get(request: web.Request) -> web.Response:
 
 async def sim_totals(request: web.Request) -> web.Response:
     calls = request.app[SIM].calls.values()
-    return web.json_response({
-        "calls": len(calls),
-        "openSockets": sum(1 for c in calls for ws in c.sockets if not ws.closed),
-        "eventsSent": sum(c.events_sent for c in calls),
-        "ended": sum(1 for c in calls if c.state is CallState.ENDED),
-    })
+    return web.json_response(
+        {
+            "calls": len(calls),
+            "openSockets": sum(1 for c in calls for ws in c.sockets if not ws.closed),
+            "eventsSent": sum(c.events_sent for c in calls),
+            "ended": sum(1 for c in calls if c.state is CallState.ENDED),
+        }
+    )
 
 
 async def sim_list(request: web.Request) -> web.Response:
     calls = request.app[SIM].calls.values()
-    return web.json_response({"calls": [{"callId": c.call_id, "state": c.state.value, "scenario": c.scenario.name}
-                                         for c in calls]})
+    return web.json_response(
+        {"calls": [{"callId": c.call_id, "state": c.state.value, "scenario": c.scenario.name} for c in calls]}
+    )
 
 
 SIM = web.AppKey("sim", Simulator)
@@ -509,5 +593,3 @@ def create_app(config: SimConfig) -> web.Application:
 
 async def _ok(_: web.Request) -> web.Response:
     return web.json_response({"ok": True, "service": "simulator"})
-
-

@@ -81,10 +81,18 @@ def check_roles(root: Path) -> list[str]:
         for guid in re.findall(r"'([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})'", text):
             if guid not in ROLE_IDS:
                 problems.append(f"{f.relative_to(root)}: role id {guid} is not a documented built-in role")
-    needed = {"Storage Table Data Contributor", "Storage Blob Data Owner", "Key Vault Secrets User", "AcrPull",
-              "Monitoring Metrics Publisher", "Cognitive Services OpenAI User", "Key Vault Secrets Officer"}
-    used = {ROLE_IDS[g] for f in bicep_files(root) for g in re.findall(r"'([0-9a-f-]{36})'", f.read_text())
-            if g in ROLE_IDS}
+    needed = {
+        "Storage Table Data Contributor",
+        "Storage Blob Data Owner",
+        "Key Vault Secrets User",
+        "AcrPull",
+        "Monitoring Metrics Publisher",
+        "Cognitive Services OpenAI User",
+        "Key Vault Secrets Officer",
+    }
+    used = {
+        ROLE_IDS[g] for f in bicep_files(root) for g in re.findall(r"'([0-9a-f-]{36})'", f.read_text()) if g in ROLE_IDS
+    }
     problems += [f"no role assignment for {r}" for r in sorted(needed - used)]
     return problems
 
@@ -94,8 +102,11 @@ def check_no_plain_secrets(root: Path) -> list[str]:
     for f in bicep_files(root):
         text = f.read_text()
         for name, expr in re.findall(r"^output\s+(\w+)\s+\w+\s*=\s*(.+)$", text, re.MULTILINE):
-            if (SECRETISH.search(name) and not name.startswith("AZURE_KEY_VAULT")) or "listKeys" in expr \
-                    or "secret" in expr.lower():
+            if (
+                (SECRETISH.search(name) and not name.startswith("AZURE_KEY_VAULT"))
+                or "listKeys" in expr
+                or "secret" in expr.lower()
+            ):
                 problems.append(f"{f.relative_to(root)}: output {name} exposes a secret")
         # App settings and container env: a secret-looking name must be a Key Vault reference / secretRef.
         for name, value in re.findall(r"^\s*([A-Z][A-Z0-9_]*):\s*(.+)$", text, re.MULTILINE):
@@ -124,7 +135,9 @@ def check_runtime(root: Path) -> list[str]:
     fn = (root / "infra" / "app" / "function.bicep").read_text()
     if not re.search(r"runtime:\s*\{\s*name:\s*'python'\s*version:\s*'3\.11'", fn):
         return ["the Functions runtime is not python 3.11"]
-    if "FlexConsumption" not in fn or not re.search(r"alwaysReady:\s*\[\s*\{\s*name:\s*'http'\s*instanceCount:\s*[1-9]", fn):
+    if "FlexConsumption" not in fn or not re.search(
+        r"alwaysReady:\s*\[\s*\{\s*name:\s*'http'\s*instanceCount:\s*[1-9]", fn
+    ):
         return ["the Function App is not Flex Consumption with an always-ready http instance"]
     return []
 
@@ -142,9 +155,16 @@ def check_service_names(root: Path) -> list[str]:
 
 def packaged_files(root: Path) -> list[str]:
     """What azd zips for the function service (project '.'): tracked files minus .funcignore."""
-    patterns = [p.strip() for p in (root / ".funcignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
-                           capture_output=True, text=True, check=True).stdout.split()
+    patterns = [
+        p.strip() for p in (root / ".funcignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
 
     def ignored(path: str) -> bool:
         parts = path.split("/")
@@ -159,5 +179,13 @@ def packaged_files(root: Path) -> list[str]:
     return sorted(f for f in files if not ignored(f))
 
 
-ALL = [check_parse, check_api_versions, check_parameters, check_roles, check_no_plain_secrets, check_min_replicas,
-       check_runtime, check_service_names]
+ALL = [
+    check_parse,
+    check_api_versions,
+    check_parameters,
+    check_roles,
+    check_no_plain_secrets,
+    check_min_replicas,
+    check_runtime,
+    check_service_names,
+]

@@ -65,8 +65,9 @@ class Stack:
             await asyncio.sleep(0.1)
 
 
-def make_env(conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect: str,
-             **overrides: str) -> dict[str, str]:
+def make_env(
+    conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect: str, **overrides: str
+) -> dict[str, str]:
     base, ws = client_urls(sim_port, dialect)
     env = {
         "OPENAI_API_KEY": "sk-test-" + uuid.uuid4().hex[:8],
@@ -87,29 +88,55 @@ def make_env(conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect:
 
 
 @asynccontextmanager
-async def run_stack(conn: str, *, dialect: str = "openai", time_scale: float = 20.0,
-                    options: SessionOptions | None = None, telemetry: Telemetry | None = None,
-                    **overrides: str) -> AsyncIterator[Stack]:
+async def run_stack(
+    conn: str,
+    *,
+    dialect: str = "openai",
+    time_scale: float = 20.0,
+    options: SessionOptions | None = None,
+    telemetry: Telemetry | None = None,
+    **overrides: str,
+) -> AsyncIterator[Stack]:
     sim_port, fn_port, host_port = free_port(), free_port(), free_port()
     env = make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect=dialect, **overrides)
     fn_settings = build_settings(Role.FUNCTION_APP, env)
     host_settings = build_settings(Role.SESSION_HOST, env)
-    sim_app = create_simulator(SimConfig(
-        webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook", webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
-        api_key=env["OPENAI_API_KEY"], dialect=dialect, time_scale=time_scale, webhook_retries=1,
-    ))
-    host_app = create_session_host(host_settings, options or SessionOptions(
-        reconnect_base_s=0.05, silence_timeout_s=60, wrap_up_s=1.0), telemetry=telemetry)
+    sim_app = create_simulator(
+        SimConfig(
+            webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook",
+            webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
+            api_key=env["OPENAI_API_KEY"],
+            dialect=dialect,
+            time_scale=time_scale,
+            webhook_retries=1,
+        )
+    )
+    host_app = create_session_host(
+        host_settings,
+        options or SessionOptions(reconnect_base_s=0.05, silence_timeout_s=60, wrap_up_s=1.0),
+        telemetry=telemetry,
+    )
     runners: list[web.AppRunner] = []
     try:
-        for app, port in ((sim_app, sim_port), (build_function_app(fn_settings, telemetry), fn_port), (host_app, host_port)):
+        for app, port in (
+            (sim_app, sim_port),
+            (build_function_app(fn_settings, telemetry), fn_port),
+            (host_app, host_port),
+        ):
             runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=2)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
             runners.append(runner)
         async with aiohttp.ClientSession() as http:
-            yield Stack(sim_app[SIM], f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{fn_port}/openai/webhook",
-                        f"http://127.0.0.1:{host_port}", host_settings, http, host_app)
+            yield Stack(
+                sim_app[SIM],
+                f"http://127.0.0.1:{sim_port}",
+                f"http://127.0.0.1:{fn_port}/openai/webhook",
+                f"http://127.0.0.1:{host_port}",
+                host_settings,
+                http,
+                host_app,
+            )
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

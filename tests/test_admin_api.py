@@ -90,8 +90,17 @@ async def test_paging_walks_hour_buckets_newest_first_across_gaps(conn: str) -> 
     async with run_stack(conn) as stack:
         now = now_ms()
         hours = [0, 0, 0, 1, 5, 5, 30, 31, 31, 31, 200]  # hours ago: gaps, uneven buckets
-        calls = [CallRecord(callId=f"rtc_h{i:02d}", startTime=now - h * 3_600_000 - i * 1000, endTime=now,
-                            duration=1, status=CallStatus.COMPLETED, updatedAt=now) for i, h in enumerate(hours)]
+        calls = [
+            CallRecord(
+                callId=f"rtc_h{i:02d}",
+                startTime=now - h * 3_600_000 - i * 1000,
+                endTime=now,
+                duration=1,
+                status=CallStatus.COMPLETED,
+                updatedAt=now,
+            )
+            for i, h in enumerate(hours)
+        ]
         writer = StoreWriter(stack.host_app[keys.TABLES])
         for call in calls:
             writer.put_call(call)

@@ -35,13 +35,20 @@ async def test_errors_are_json_everywhere(conn: str) -> None:
 async def test_openapi_lists_every_route_and_matches_live_answers(conn: str) -> None:
     async with run_stack(conn) as stack:
         doc = await stack.api("/api/openapi.json")
-        served = {(r.resource.canonical, r.method.lower()) for r in stack.host_app.router.routes()
-                  if r.resource is not None and r.method != "HEAD"}
-        served = {(path, method) for path, method in served
-                  if not path.startswith(("/static", "/internal", "/api/diagnostics")) and path != "/dashboard"}
-        documented = {(path.replace("{callId}", "{call_id}"), method)
-                      for path, ops in doc["paths"].items() for method in ops}
-        assert served == documented, (served ^ documented)
+        served = {
+            (r.resource.canonical, r.method.lower())
+            for r in stack.host_app.router.routes()
+            if r.resource is not None and r.method != "HEAD"
+        }
+        served = {
+            (path, method)
+            for path, method in served
+            if not path.startswith(("/static", "/internal", "/api/diagnostics")) and path != "/dashboard"
+        }
+        documented = {
+            (path.replace("{callId}", "{call_id}"), method) for path, ops in doc["paths"].items() for method in ops
+        }
+        assert served == documented, served ^ documented
         for path in ("/api/events", "/api/session", "/healthz", "/readyz", "/api/openapi.json", "/"):
             assert path in doc["paths"], path
         info = await stack.api("/")

@@ -51,25 +51,34 @@ async def test_azure_dialect_has_no_caller_transcripts(conn: str) -> None:
 
 async def test_simulator_validates_client_events_like_the_service(conn: str) -> None:
     async with run_stack(conn) as stack:
-        call = stack.sim.new_call(load_scenario("greeting_only")
-                                  .model_copy(update={"hangup": "wait", "wait_limit_ms": 60_000}))
+        call = stack.sim.new_call(
+            load_scenario("greeting_only").model_copy(update={"hangup": "wait", "wait_limit_ms": 60_000})
+        )
         headers = {"Authorization": f"Bearer {stack.sim.config.api_key}"}
-        async with stack.http.post(f"{stack.sim_url}/v1/realtime/calls/{call.call_id}/accept",
-                                   json={"type": "realtime", "model": "gpt-realtime"}, headers=headers) as r:
+        async with stack.http.post(
+            f"{stack.sim_url}/v1/realtime/calls/{call.call_id}/accept",
+            json={"type": "realtime", "model": "gpt-realtime"},
+            headers=headers,
+        ) as r:
             assert r.status == 200
-        async with stack.http.ws_connect(f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}",
-                                         headers=headers) as ws:
+        async with stack.http.ws_connect(
+            f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}", headers=headers
+        ) as ws:
             first = json.loads((await ws.receive()).data)
             assert first["type"] == "session.created"
             check_server_event(first)
-            await ws.send_str(json.dumps({"type": "session.update", "event_id": "ev_bad", "session": {"instructions": "x"}}))
+            await ws.send_str(
+                json.dumps({"type": "session.update", "event_id": "ev_bad", "session": {"instructions": "x"}})
+            )
             err = json.loads((await ws.receive()).data)
             assert err["type"] == "error"
             assert set(err["error"]) >= {"type", "code", "message", "param", "event_id"}
             assert err["error"]["event_id"] == "ev_bad" and "type" in err["error"]["param"]
             await ws.send_str("{not json")
             assert json.loads((await ws.receive()).data)["error"]["code"] == "invalid_json"
-            await ws.send_str(json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "y"}}))
+            await ws.send_str(
+                json.dumps({"type": "session.update", "session": {"type": "realtime", "instructions": "y"}})
+            )
             ok = json.loads((await ws.receive()).data)
             assert ok["type"] == "session.updated" and ok["session"]["instructions"] == "y"
             check_server_event(ok)
@@ -102,13 +111,22 @@ async def test_malformed_server_events_are_logged_and_skipped(conn: str, caplog:
     async with run_stack(conn) as stack:
         app = stack.host_app
         session = CallSession(
-            HandoffRequest(callId="rtc_bad", webhookId="wh", receivedAt=1), settings=app[keys.SETTINGS],
-            http=app[keys.HTTP], control=app[keys.CONTROL], writer=app[keys.WRITER], replica="r",
+            HandoffRequest(callId="rtc_bad", webhookId="wh", receivedAt=1),
+            settings=app[keys.SETTINGS],
+            http=app[keys.HTTP],
+            control=app[keys.CONTROL],
+            writer=app[keys.WRITER],
+            replica="r",
         )
         with caplog.at_level(logging.DEBUG):  # type: ignore[attr-defined]
-            for raw in ("not json", "[]", '{"no": "type"}', '{"type":"response.done"}',
-                        '{"type":"response.output_audio_transcript.delta","delta":7}',
-                        '{"type":"brand.new.event","event_id":"e"}'):
+            for raw in (
+                "not json",
+                "[]",
+                '{"no": "type"}',
+                '{"type":"response.done"}',
+                '{"type":"response.output_audio_transcript.delta","delta":7}',
+                '{"type":"brand.new.event","event_id":"e"}',
+            ):
                 session._dispatch(raw)  # must not raise
         text = caplog.text  # type: ignore[attr-defined]
         assert text.count("malformed server event ignored") == 3

@@ -17,8 +17,16 @@ from tests.stack import run_stack
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -59,8 +67,9 @@ async def test_live_call_appears_ends_and_shows_transcript(conn: str, browser: B
         await expect(card.locator(".who")).to_have_text("•••••••0142")
         await expect(page.locator("#s-active")).to_have_text("1")
         await expect(page.locator("#pulse")).to_have_class("pulse on")
-        await expect(page.locator(f'#active li[data-call="{call_id}"] .sub')).to_contain_text("lookup_order",
-                                                                                              timeout=20_000)
+        await expect(page.locator(f'#active li[data-call="{call_id}"] .sub')).to_contain_text(
+            "lookup_order", timeout=20_000
+        )
         await expect(page.locator("#s-tools")).to_have_text("1")  # live calls' tools count at once
         await shot(page, "dashboard-live-call")
 
@@ -116,5 +125,3 @@ async def test_sign_in_with_admin_token(conn: str, browser: Browser) -> None:
         assert session["httpOnly"] and session["sameSite"] == "Strict" and session["value"] != "tok-123"
         # The 401s of the signed-out probe and the wrong token are expected network errors.
         assert all("401" in e for e in errors), errors
-
-

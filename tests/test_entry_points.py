@@ -29,15 +29,29 @@ def get_json(url: str) -> dict[str, object] | None:
 
 def test_three_processes_place_and_store_a_call(conn: str) -> None:
     sim_port, fn_port, host_port = free_port(), free_port(), free_port()
-    env = {**os.environ, **make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect="azure"),
-           "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "2", "PYTHONUNBUFFERED": "1",
-           "SIMULATOR_WEBHOOK_URL": f"http://127.0.0.1:{fn_port}/openai/webhook"}
+    env = {
+        **os.environ,
+        **make_env(conn, sim_port=sim_port, fn_port=fn_port, host_port=host_port, dialect="azure"),
+        "LOG_FORMAT": "json",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "PYTHONUNBUFFERED": "1",
+        "SIMULATOR_WEBHOOK_URL": f"http://127.0.0.1:{fn_port}/openai/webhook",
+    }
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        for name, args in (("function_app", []), ("session_host", []),
-                           ("simulator", ["--demo-calls", "1", "--scenario", "greeting_only", "--time-scale", "10"])):
-            procs[name] = subprocess.Popen([sys.executable, "-m", name, *args], cwd=ROOT, env=env, text=True,
-                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for name, args in (
+            ("function_app", []),
+            ("session_host", []),
+            ("simulator", ["--demo-calls", "1", "--scenario", "greeting_only", "--time-scale", "10"]),
+        ):
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", name, *args],
+                cwd=ROOT,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 40
         calls: list[dict[str, object]] = []
         while time.monotonic() < deadline:
@@ -58,7 +72,13 @@ def test_three_processes_place_and_store_a_call(conn: str) -> None:
     fn_log = [json.loads(line) for line in outputs["function_app"].splitlines() if line.startswith("{")]
     host_log = [json.loads(line) for line in outputs["session_host"].splitlines() if line.startswith("{")]
     messages = [e["msg"] for e in fn_log + host_log]
-    for expected in ("webhook verified", "call accepted", "handed off", "control socket open", "ASSISTANT: Hi",
-                     "call record stored (completed)"):
+    for expected in (
+        "webhook verified",
+        "call accepted",
+        "handed off",
+        "control socket open",
+        "ASSISTANT: Hi",
+        "call record stored (completed)",
+    ):
         assert any(expected in m for m in messages), (expected, messages)
     assert "4255550123" not in outputs["function_app"] + outputs["session_host"]  # caller number redacted

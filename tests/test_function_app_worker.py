@@ -49,12 +49,19 @@ def test_worker_imports_the_package_and_calls_the_webhook(conn: str) -> None:
     assert host["extensions"]["http"]["routePrefix"] == ""
     secret = signing.new_secret()
     env = {
-        **os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": "k", "OPENAI_WEBHOOK_SECRET": secret,
-        "HANDOFF_SECRET": signing.new_secret(), "SESSION_HOST_URL": "http://127.0.0.1:9",
-        "STORAGE_CONNECTION_STRING": conn, "OPENAI_BASE": "http://127.0.0.1:9", "TABLE_PREFIX": "fnworker",
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OPENAI_API_KEY": "k",
+        "OPENAI_WEBHOOK_SECRET": secret,
+        "HANDOFF_SECRET": signing.new_secret(),
+        "SESSION_HOST_URL": "http://127.0.0.1:9",
+        "STORAGE_CONNECTION_STRING": conn,
+        "OPENAI_BASE": "http://127.0.0.1:9",
+        "TABLE_PREFIX": "fnworker",
     }
-    proc = subprocess.run([sys.executable, "-c", WORKER, secret], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, secret], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["apps"] == 1

@@ -37,40 +37,80 @@ BREAKAGES = [
     (checks.check_parse, "infra/app/function.bicep", "HANDOFF_SECRET: '${kvRef}", "HANDOFF_SECRET: '${kvRef\n"),
     (checks.check_api_versions, "infra/app/registry.bicep", "registries@2023-07-01' = {", "registries' = {"),
     (checks.check_parameters, "infra/main.parameters.json", '"location":', '"nowhere": {"value": 1}, "location":'),
-    (checks.check_roles, "infra/app/rbac.bicep", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
-     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa4"),
-    (checks.check_no_plain_secrets, "infra/main.bicep", "output REALTIME_MODEL",
-     "output HANDOFF_SECRET string = 'x'\noutput REALTIME_MODEL"),
-    (checks.check_no_plain_secrets, "infra/app/function.bicep", "HANDOFF_SECRET: '${kvRef}handoff-secret)'",
-     "HANDOFF_SECRET: 'whsec_plain'"),
-    (checks.check_no_plain_secrets, "infra/app/session-host.bicep", "{ name: 'ADMIN_TOKEN', secretRef: 'admin-token' }",
-     "{ name: 'ADMIN_TOKEN', value: 'letmein' }"),
-    (checks.check_no_plain_secrets, "infra/app/storage.bicep", "allowSharedKeyAccess: false",
-     "allowSharedKeyAccess: true"),
-    (checks.check_min_replicas, "infra/main.bicep", "param sessionHostMinReplicas int = 2",
-     "param sessionHostMinReplicas int = 0"),
+    (
+        checks.check_roles,
+        "infra/app/rbac.bicep",
+        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa4",
+    ),
+    (
+        checks.check_no_plain_secrets,
+        "infra/main.bicep",
+        "output REALTIME_MODEL",
+        "output HANDOFF_SECRET string = 'x'\noutput REALTIME_MODEL",
+    ),
+    (
+        checks.check_no_plain_secrets,
+        "infra/app/function.bicep",
+        "HANDOFF_SECRET: '${kvRef}handoff-secret)'",
+        "HANDOFF_SECRET: 'whsec_plain'",
+    ),
+    (
+        checks.check_no_plain_secrets,
+        "infra/app/session-host.bicep",
+        "{ name: 'ADMIN_TOKEN', secretRef: 'admin-token' }",
+        "{ name: 'ADMIN_TOKEN', value: 'letmein' }",
+    ),
+    (
+        checks.check_no_plain_secrets,
+        "infra/app/storage.bicep",
+        "allowSharedKeyAccess: false",
+        "allowSharedKeyAccess: true",
+    ),
+    (
+        checks.check_min_replicas,
+        "infra/main.bicep",
+        "param sessionHostMinReplicas int = 2",
+        "param sessionHostMinReplicas int = 0",
+    ),
     (checks.check_runtime, "infra/app/function.bicep", "version: '3.11'", "version: '3.12'"),
     (checks.check_runtime, "infra/app/function.bicep", "instanceCount: 1", "instanceCount: 0"),
     (checks.check_service_names, "azure.yaml", "  session_host:\n", "  sessionhost:\n"),
 ]
 
 
-@pytest.mark.parametrize(("check", "rel", "old", "new"), BREAKAGES,
-                         ids=[f"{b[0].__name__}-{i}" for i, b in enumerate(BREAKAGES)])
-def test_each_check_fails_on_a_broken_copy(tmp_path: Path, check: Callable[[Path], list[str]], rel: str,
-                                           old: str, new: str) -> None:
+@pytest.mark.parametrize(
+    ("check", "rel", "old", "new"), BREAKAGES, ids=[f"{b[0].__name__}-{i}" for i, b in enumerate(BREAKAGES)]
+)
+def test_each_check_fails_on_a_broken_copy(
+    tmp_path: Path, check: Callable[[Path], list[str]], rel: str, old: str, new: str
+) -> None:
     assert check(broken_copy(tmp_path, rel, old, new)) != []
 
 
 def test_function_package_holds_only_what_the_function_app_runs() -> None:
     files = checks.packaged_files(ROOT)
-    assert {"function_app.py", "host.json", "requirements.txt", "function_app/__init__.py",
-            "function_app/webhook.py", "callplane/settings.py", "callplane/tools/lookup_order.py",
-            "callplane/data/orders.json"} <= set(files)
+    assert {
+        "function_app.py",
+        "host.json",
+        "requirements.txt",
+        "function_app/__init__.py",
+        "function_app/webhook.py",
+        "callplane/settings.py",
+        "callplane/tools/lookup_order.py",
+        "callplane/data/orders.json",
+    } <= set(files)
     for path in files:
         top = path.split("/")[0]
-        assert top in ("function_app.py", "host.json", "requirements.txt", "function_app", "callplane",
-                       ".funcignore", "LICENSE"), path
+        assert top in (
+            "function_app.py",
+            "host.json",
+            "requirements.txt",
+            "function_app",
+            "callplane",
+            ".funcignore",
+            "LICENSE",
+        ), path
 
 
 def test_dockerfile_is_slim_non_root_and_exec_form() -> None:

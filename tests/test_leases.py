@@ -18,8 +18,12 @@ from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
 
 @pytest.fixture
 async def tables(conn: str) -> AsyncIterator[Tables]:
-    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
-           "TABLE_PREFIX": "l" + uuid.uuid4().hex[:8]}
+    env = {
+        "OPENAI_API_KEY": "k",
+        "HANDOFF_SECRET": new_secret(),
+        "STORAGE_CONNECTION_STRING": conn,
+        "TABLE_PREFIX": "l" + uuid.uuid4().hex[:8],
+    }
     t = open_tables(build_settings(Role.SESSION_HOST, env))
     await ensure_tables(t)
     yield t

@@ -41,14 +41,25 @@ async def two_replicas(conn: str, **env: str) -> AsyncIterator[tuple[Stack, subp
     url_a = f"http://127.0.0.1:{port_a}"
     async with run_stack(conn, time_scale=4, options=B_OPTIONS, SESSION_HOST_URL=url_a, **env) as stack:
         s = stack.settings
-        proc_env = {**os.environ, "OPENAI_API_KEY": s.openai_api_key, "HANDOFF_SECRET": s.handoff_secret,
-                    "OPENAI_BASE": s.openai_base, "REALTIME_WS_BASE": s.realtime_ws_base,
-                    "REALTIME_DIALECT": s.dialect.value, "STORAGE_CONNECTION_STRING": conn,
-                    "TABLE_PREFIX": s.table_prefix, "PORT": str(port_a), "LOG_FORMAT": "json",
-                    "LEASE_TTL_SECONDS": str(TTL), "SHUTDOWN_GRACE_SECONDS": "20", **env}
+        proc_env = {
+            **os.environ,
+            "OPENAI_API_KEY": s.openai_api_key,
+            "HANDOFF_SECRET": s.handoff_secret,
+            "OPENAI_BASE": s.openai_base,
+            "REALTIME_WS_BASE": s.realtime_ws_base,
+            "REALTIME_DIALECT": s.dialect.value,
+            "STORAGE_CONNECTION_STRING": conn,
+            "TABLE_PREFIX": s.table_prefix,
+            "PORT": str(port_a),
+            "LOG_FORMAT": "json",
+            "LEASE_TTL_SECONDS": str(TTL),
+            "SHUTDOWN_GRACE_SECONDS": "20",
+            **env,
+        }
         log_a = open(os.environ.get("REPLICA_A_LOG", os.devnull), "wb")  # noqa: SIM115
-        replica_a = subprocess.Popen([sys.executable, "-m", "session_host"], cwd=ROOT, env=proc_env,
-                                     stdout=log_a, stderr=subprocess.STDOUT)
+        replica_a = subprocess.Popen(
+            [sys.executable, "-m", "session_host"], cwd=ROOT, env=proc_env, stdout=log_a, stderr=subprocess.STDOUT
+        )
         try:
             await wait_healthy(stack.http, url_a)
             yield stack, replica_a, url_a
@@ -163,7 +174,9 @@ async def test_full_replicas_reject_busy_or_overflow(conn: str) -> None:
         assert summary["rejectedWith"] == 486 and summary["socketOpens"] == 0
         call = await stack.wait_call(busy)
         assert call["status"] == "rejected" and "486" in call["endReason"]
-    async with run_stack(conn, time_scale=4, MAX_CALLS_PER_REPLICA="1", OVERFLOW_TARGET_URI="tel:+18005550000") as stack:
+    async with run_stack(
+        conn, time_scale=4, MAX_CALLS_PER_REPLICA="1", OVERFLOW_TARGET_URI="tel:+18005550000"
+    ) as stack:
         first = await stack.place("standard")
         await stack.wait_call(first, final=False)
         over = await stack.place("greeting_only")

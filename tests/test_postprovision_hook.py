@@ -67,5 +67,6 @@ async def test_hook_is_idempotent_against_the_simulator(conn: str) -> None:
         assert store.values["webhook-secret"] != secret
 
         with pytest.raises(RuntimeError, match="401"):
-            await asyncio.to_thread(hook.ensure_webhook, store, hook.urllib_http, stack.sim_url,
-                                    {"api-key": "wrong"}, url)
+            await asyncio.to_thread(
+                hook.ensure_webhook, store, hook.urllib_http, stack.sim_url, {"api-key": "wrong"}, url
+            )

@@ -19,10 +19,17 @@ def test_redact_phones_and_emails() -> None:
 
 
 def test_both_formats_redact_messages_args_and_extras() -> None:
-    record = logging.makeLogRecord({
-        "msg": "caller %s said %s", "args": ("+14255550123", "mail me at bob@x.com"), "levelno": logging.INFO,
-        "levelname": "INFO", "cat": "CALL", "call_id": "rtc_abc", "caller": "+14255550123",
-    })
+    record = logging.makeLogRecord(
+        {
+            "msg": "caller %s said %s",
+            "args": ("+14255550123", "mail me at bob@x.com"),
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "cat": "CALL",
+            "call_id": "rtc_abc",
+            "caller": "+14255550123",
+        }
+    )
     pretty = PrettyFormatter(colour=False).format(record)
     doc = json.loads(JsonFormatter().format(record))
     for out in (pretty, json.dumps(doc)):

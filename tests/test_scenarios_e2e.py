@@ -21,16 +21,26 @@ TOOL_SCENARIOS = {
     "find_store_location": {"found": True, "name": "Contoso Portland"},
 }
 # greeting_only runs in tests/test_spine_e2e.py, standard in tests/test_conversation_e2e.py.
-COVERED = set(TOOL_SCENARIOS) | {"standard", "greeting_only", "handoff_human", "end_call", "bad_tool_args",
-                                 "barge_in", "silent_caller", "angry_caller"}
+COVERED = set(TOOL_SCENARIOS) | {
+    "standard",
+    "greeting_only",
+    "handoff_human",
+    "end_call",
+    "bad_tool_args",
+    "barge_in",
+    "silent_caller",
+    "angry_caller",
+    "blocked_caller",
+}
 
 
 def test_every_shipped_scenario_has_an_end_to_end_test() -> None:
     assert set(scenario_names()) == COVERED
 
 
-async def run(conn: str, scenario: str, options: SessionOptions | None = None,
-              **env: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+async def run(
+    conn: str, scenario: str, options: SessionOptions | None = None, **env: str
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     async with run_stack(conn, time_scale=40, options=options, **env) as stack:
         call_id = await stack.place(scenario)
         summary = await stack.wait_ended(call_id, timeout=60)
@@ -114,3 +124,20 @@ async def test_angry_caller_is_negative_and_transferred(conn: str) -> None:
     assert call["status"] == "transferred"
     assert [t["sentiment"] for t in transcript if t["speaker"] == "user"] == ["negative", "negative"]
 
+
+@pytest.mark.parametrize("pattern", ["+1900*", "+1 900*", "+1-900-*"])
+async def test_blocked_caller_is_rejected_before_the_accept(conn: str, pattern: str) -> None:
+    """The local demo's deny list; a pattern written with punctuation matches the E.164 number."""
+    async with run_stack(conn, time_scale=40, CALLER_DENY=pattern) as stack:
+        call_id = await stack.place("blocked_caller")
+        summary = await stack.wait_ended(call_id, timeout=30)
+        call = await stack.wait_call(call_id, timeout=20)
+    assert summary["rejectedWith"] == 603 and summary["marks"].get("accept") is None
+    assert call["status"] == "rejected" and call["endReason"] == "caller not admitted"
+
+
+async def test_a_punctuated_caller_number_cannot_dodge_the_deny_list(conn: str) -> None:
+    async with run_stack(conn, time_scale=40, CALLER_DENY="+1425*") as stack:
+        call_id = await stack.place("greeting_only", caller="+1-425-555-0199")
+        call = await stack.wait_call(call_id, timeout=20)
+    assert call["status"] == "rejected", call

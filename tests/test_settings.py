@@ -47,8 +47,10 @@ def test_dialect_is_derived_from_the_base_host() -> None:
         ({"PORT": "70000"}, "PORT"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"REALTIME_DIALECT": "gcp"}, "REALTIME_DIALECT"),
-        ({"OPENAI_BASE": "https://r.openai.azure.com/openai", "REALTIME_API_VERSION": "2025-08-28"},
-         "REALTIME_API_VERSION"),
+        (
+            {"OPENAI_BASE": "https://r.openai.azure.com/openai", "REALTIME_API_VERSION": "2025-08-28"},
+            "REALTIME_API_VERSION",
+        ),
         ({"TEST_MODE": "1", "WEBSITE_INSTANCE_ID": "abc"}, "TEST_MODE"),
     ],
 )
@@ -76,12 +78,22 @@ def test_admin_token_required_in_azure() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    env = base_env(PORT="99999", HANDOFF_SECRET="x", STORAGE_CONNECTION_STRING="garbage", SESSION_HOST_URL="",
-                   OPENAI_WEBHOOK_SECRET="plain")
+    env = base_env(
+        PORT="99999",
+        HANDOFF_SECRET="x",
+        STORAGE_CONNECTION_STRING="garbage",
+        SESSION_HOST_URL="",
+        OPENAI_WEBHOOK_SECRET="plain",
+    )
     with pytest.raises(ConfigError) as info:
         build_settings(Role.FUNCTION_APP, env)
     assert [var for var, _ in info.value.problems] == [
-        "PORT", "OPENAI_WEBHOOK_SECRET", "SESSION_HOST_URL", "HANDOFF_SECRET", "STORAGE_CONNECTION_STRING"]
+        "PORT",
+        "OPENAI_WEBHOOK_SECRET",
+        "SESSION_HOST_URL",
+        "HANDOFF_SECRET",
+        "STORAGE_CONNECTION_STRING",
+    ]
     lines = str(info.value).splitlines()
     assert len(lines) == 5 and all(line.startswith("configuration error: ") for line in lines)
 
@@ -92,7 +104,10 @@ def test_every_problem_is_reported_at_once() -> None:
         ("garbage", "is not a list of Name=value pairs"),
         ("DefaultEndpointsProtocol=https;AccountKey=abc", "names neither TableEndpoint nor AccountName"),
         ("AccountName=a;TableEndpoint=ftp://x", "TableEndpoint must be an http(s) URL"),
-        ("AccountName=a;TableEndpoint=https://a.table.core.windows.net", "neither AccountKey nor SharedAccessSignature"),
+        (
+            "AccountName=a;TableEndpoint=https://a.table.core.windows.net",
+            "neither AccountKey nor SharedAccessSignature",
+        ),
     ],
 )
 def test_a_malformed_connection_string_is_one_line(value: str, problem: str) -> None:
@@ -110,17 +125,27 @@ def test_handoff_secret_must_differ_from_the_webhook_secret() -> None:
 
 @pytest.mark.parametrize("module", ["function_app", "session_host"])
 def test_entry_point_stops_with_one_line(module: str, tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HANDOFF_SECRET": "not-a-whsec", "OPENAI_API_KEY": "k",
-           "OPENAI_WEBHOOK_SECRET": new_secret(), "SESSION_HOST_URL": "http://x",
-           "STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HANDOFF_SECRET": "not-a-whsec",
+        "OPENAI_API_KEY": "k",
+        "OPENAI_WEBHOOK_SECRET": new_secret(),
+        "SESSION_HOST_URL": "http://x",
+        "STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", module], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["configuration error: HANDOFF_SECRET: must be a Standard Webhooks secret of the form whsec_<base64>"]
+    assert lines == [
+        "configuration error: HANDOFF_SECRET: must be a Standard Webhooks secret of the form whsec_<base64>"
+    ]
     env["PORT"] = env["FUNCTIONS_PORT"] = "0"
-    proc = subprocess.run([sys.executable, "-m", module], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", module], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 3, lines
     assert {line.split(":")[1].strip() for line in lines} == {"PORT", "FUNCTIONS_PORT", "HANDOFF_SECRET"}
@@ -129,8 +154,11 @@ def test_entry_point_stops_with_one_line(module: str, tmp_path: Path) -> None:
 def test_env_example_documents_every_setting() -> None:
     from callplane.settings import Settings
 
-    documented = {line.split("=")[0] for line in (ROOT / ".env.example").read_text().splitlines()
-                  if line and not line.startswith("#")}
+    documented = {
+        line.split("=")[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     aliases = {str(field.alias) for field in Settings.model_fields.values()}
     assert aliases <= documented, aliases - documented
 
@@ -150,7 +178,9 @@ async def test_azure_without_a_key_uses_an_entra_token() -> None:
             self.scopes.append(scope)
             return Token(f"tok{len(self.scopes)}")
 
-    settings = build_settings(Role.SESSION_HOST, base_env(OPENAI_API_KEY="", OPENAI_BASE="https://r.openai.azure.com/openai"))
+    settings = build_settings(
+        Role.SESSION_HOST, base_env(OPENAI_API_KEY="", OPENAI_BASE="https://r.openai.azure.com/openai")
+    )
     cred = Credential()
     auth = RealtimeAuth(settings, cred)
     assert await auth.headers() == {"Authorization": "Bearer tok1"}

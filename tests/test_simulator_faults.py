@@ -24,8 +24,9 @@ async def test_wrong_secret_and_stale_timestamp_are_refused_and_retried(conn: st
 
 async def test_delayed_duplicate_and_slow_accept_still_one_call(conn: str) -> None:
     async with run_stack(conn) as stack:
-        call_id = await stack.place("greeting_only", faults={"webhook_delay_ms": 2000, "duplicate_webhook": True,
-                                                              "accept_delay_ms": 4000})
+        call_id = await stack.place(
+            "greeting_only", faults={"webhook_delay_ms": 2000, "duplicate_webhook": True, "accept_delay_ms": 4000}
+        )
         summary = await stack.wait_ended(call_id)
         assert sorted(summary["webhookStatuses"]) == [200, 200]
         assert summary["socketOpens"] == 1
@@ -90,8 +91,11 @@ async def test_dialect_auth_and_api_version(conn: str) -> None:
                 assert resp.status == 404 and (await resp.json())["error"]["code"] == "call_id_not_found"
             # Webhook endpoint registration, as the deploy hook will use it.
             ep = f"{stack.sim_url}/openai/v1/dashboard/webhook_endpoints"
-            body = {"name": "realtime-incoming", "url": "https://fn.example/openai/webhook",
-                    "event_types": ["realtime.call.incoming"]}
+            body = {
+                "name": "realtime-incoming",
+                "url": "https://fn.example/openai/webhook",
+                "event_types": ["realtime.call.incoming"],
+            }
             async with http.post(ep, json=body, headers={"api-key": key}) as resp:
                 created = await resp.json()
                 assert resp.status == 200 and created["signing_secret"].startswith("whsec_")
@@ -107,8 +111,9 @@ async def test_azure_rejects_transcription_config(conn: str) -> None:
         call = stack.sim.new_call(load_scenario("greeting_only"))
         key = stack.sim.config.api_key
         body = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
-        async with stack.http.post(f"{stack.sim_url}/openai/v1/realtime/calls/{call.call_id}/accept", json=body,
-                                   headers={"api-key": key}) as resp:
+        async with stack.http.post(
+            f"{stack.sim_url}/openai/v1/realtime/calls/{call.call_id}/accept", json=body, headers={"api-key": key}
+        ) as resp:
             err = (await resp.json())["error"]
             assert resp.status == 400 and err["code"] == "unknown_parameter"
             assert err["param"] == "audio.input.transcription"
@@ -129,14 +134,17 @@ async def test_call_control_status_codes(conn: str) -> None:
         call = stack.sim.new_call(load_scenario("greeting_only").model_copy(update={"hangup": "wait"}))
         base = f"{stack.sim_url}/v1/realtime/calls/{call.call_id}"
         auth = {"Authorization": f"Bearer {stack.sim.config.api_key}"}
-        async with stack.http.get(f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}",
-                                  headers=auth) as resp:
+        async with stack.http.get(
+            f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}", headers=auth
+        ) as resp:
             assert resp.status == 400, "no socket before the accept"
         async with stack.http.post(f"{base}/accept", data=b"{oops", headers=auth) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
         async with stack.http.post(f"{base}/accept", json={"model": "x"}, headers=auth) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["param"] == "type"
-        async with stack.http.post(f"{base}/accept", json={"type": "realtime"}, headers={"Authorization": "Bearer no"}) as resp:
+        async with stack.http.post(
+            f"{base}/accept", json={"type": "realtime"}, headers={"Authorization": "Bearer no"}
+        ) as resp:
             assert resp.status == 401
         async with stack.http.post(f"{base}/accept", json={"type": "realtime"}, headers=auth) as resp:
             assert resp.status == 200 and await resp.read() == b""
@@ -149,8 +157,9 @@ async def test_call_control_status_codes(conn: str) -> None:
         async with stack.http.post(f"{base}/hangup", headers=auth) as resp:
             assert resp.status == 200
         for action in ("accept", "hangup", "refer"):
-            async with stack.http.post(f"{base}/{action}", json={"type": "realtime", "target_uri": "tel:+1"},
-                                       headers=auth) as resp:
+            async with stack.http.post(
+                f"{base}/{action}", json={"type": "realtime", "target_uri": "tel:+1"}, headers=auth
+            ) as resp:
                 assert resp.status == 404 and (await resp.json())["error"]["code"] == "call_id_not_found"
         async with stack.http.post(f"{stack.sim_url}/v1/realtime/calls/rtc_unknown/reject", headers=auth) as resp:
             assert resp.status == 404

@@ -12,30 +12,59 @@ from callplane.store.rollups import RollupCache, apply_delta, call_finished, his
 from callplane.store.tables import ensure_tables, open_tables
 from tests.stack import run_stack
 
-SEED_FIELDS = {"totalCalls", "activeCalls", "completedCalls", "failedCalls", "transferredCalls",
-               "averageCallDuration", "totalToolCalls", "toolCallsByType", "averageLatencyMs", "totalLatencyMs",
-               "latencySamples", "uptime", "startTime", "rejectedCalls", "p50LatencyMs", "p95LatencyMs",
-               "p99LatencyMs", "bargeInEvents"}
+SEED_FIELDS = {
+    "totalCalls",
+    "activeCalls",
+    "completedCalls",
+    "failedCalls",
+    "transferredCalls",
+    "averageCallDuration",
+    "totalToolCalls",
+    "toolCallsByType",
+    "averageLatencyMs",
+    "totalLatencyMs",
+    "latencySamples",
+    "uptime",
+    "startTime",
+    "rejectedCalls",
+    "p50LatencyMs",
+    "p95LatencyMs",
+    "p99LatencyMs",
+    "bargeInEvents",
+}
 
 
 def finished(i: int, status: CallStatus) -> CallRecord:
-    return CallRecord(callId=f"rtc_{i}", startTime=1, endTime=1001, duration=1000, status=status,
-                      toolCalls=[ToolCallRecord(name="lookup_order", timestamp=1, duration=1.0, success=True)],
-                      latencies=[400.0, 900.0], bargeInEvents=1)
+    return CallRecord(
+        callId=f"rtc_{i}",
+        startTime=1,
+        endTime=1001,
+        duration=1000,
+        status=status,
+        toolCalls=[ToolCallRecord(name="lookup_order", timestamp=1, duration=1.0, success=True)],
+        latencies=[400.0, 900.0],
+        bargeInEvents=1,
+    )
 
 
 async def test_two_writers_racing_lose_no_update(conn: str) -> None:
-    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
-           "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8]}
+    env = {
+        "OPENAI_API_KEY": "k",
+        "HANDOFF_SECRET": new_secret(),
+        "STORAGE_CONNECTION_STRING": conn,
+        "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8],
+    }
     settings = build_settings(Role.SESSION_HOST, env)
     a, b = open_tables(settings), open_tables(settings)  # two "replicas", separate clients
     try:
         await ensure_tables(a)
         statuses = [CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.TRANSFERRED]
-        results = await asyncio.gather(*(
-            apply_delta(a if i % 2 else b, call_finished(finished(i, statuses[i % 3]), counted_start=False))
-            for i in range(30)
-        ))
+        results = await asyncio.gather(
+            *(
+                apply_delta(a if i % 2 else b, call_finished(finished(i, statuses[i % 3]), counted_start=False))
+                for i in range(30)
+            )
+        )
         assert sum(results) > 0, "the test must actually produce ETag conflicts"
         stats = await read_stats(a)
         assert stats["totalCalls"] == 30
@@ -75,8 +104,12 @@ async def test_api_stats_after_calls(conn: str) -> None:
 
 
 async def test_a_retried_delta_is_counted_once(conn: str) -> None:
-    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
-           "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8]}
+    env = {
+        "OPENAI_API_KEY": "k",
+        "HANDOFF_SECRET": new_secret(),
+        "STORAGE_CONNECTION_STRING": conn,
+        "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8],
+    }
     tables = open_tables(build_settings(Role.SESSION_HOST, env))
     try:
         await ensure_tables(tables)
@@ -93,8 +126,12 @@ async def test_a_retried_delta_is_counted_once(conn: str) -> None:
 
 
 async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_writer(conn: str) -> None:
-    env = {"OPENAI_API_KEY": "k", "HANDOFF_SECRET": new_secret(), "STORAGE_CONNECTION_STRING": conn,
-           "TABLE_PREFIX": "c" + uuid.uuid4().hex[:8]}
+    env = {
+        "OPENAI_API_KEY": "k",
+        "HANDOFF_SECRET": new_secret(),
+        "STORAGE_CONNECTION_STRING": conn,
+        "TABLE_PREFIX": "c" + uuid.uuid4().hex[:8],
+    }
     settings = build_settings(Role.SESSION_HOST, env)
     a, b = open_tables(settings), open_tables(settings)
     try:
@@ -106,8 +143,9 @@ async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_write
             await apply_delta(a, call_finished(finished(i, CallStatus.COMPLETED), counted_start=False), cache=cache)
         assert cache.requests - first == 5, "with the ETag cached, each delta is one conditional write"
         await apply_delta(b, call_finished(finished(6, CallStatus.FAILED), counted_start=False))  # no cache
-        conflicts = await apply_delta(a, call_finished(finished(7, CallStatus.COMPLETED), counted_start=False),
-                                      cache=cache)
+        conflicts = await apply_delta(
+            a, call_finished(finished(7, CallStatus.COMPLETED), counted_start=False), cache=cache
+        )
         assert conflicts == 1, "the stale ETag fails once, then a read and a write"
         stats = await read_stats(a)
         assert stats["totalCalls"] == 8 and stats["completedCalls"] == 7 and stats["failedCalls"] == 1

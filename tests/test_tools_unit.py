@@ -42,8 +42,11 @@ async def test_timeout_and_exception_become_outputs(extra_tools: None) -> None:
     assert 40 <= timed_out.duration_ms < 1000
     failed = await run_tool("broken_tool", "{}", CTX)
     assert failed.success is False and failed.error == "RuntimeError"
-    assert failed.output == {"error": "tool_failed", "tool": "broken_tool",
-                             "hint": "Apologise and offer another way to help."}
+    assert failed.output == {
+        "error": "tool_failed",
+        "tool": "broken_tool",
+        "hint": "Apologise and offer another way to help.",
+    }
     assert "fire" not in json.dumps(failed.output), "internal errors are not shown to the model"
 
 
@@ -61,8 +64,17 @@ async def test_bad_arguments_and_unknown_tools() -> None:
 
 def test_schemas_come_from_the_models() -> None:
     by_name = {s["name"]: s for s in schemas()}
-    assert set(by_name) == {"handoff_human", "lookup_order", "check_inventory", "schedule_callback", "get_weather",
-                            "check_company_hours", "search_products", "find_store_location", "end_call"}
+    assert set(by_name) == {
+        "handoff_human",
+        "lookup_order",
+        "check_inventory",
+        "schedule_callback",
+        "get_weather",
+        "check_company_hours",
+        "search_products",
+        "find_store_location",
+        "end_call",
+    }
     order = by_name["lookup_order"]["parameters"]
     assert order["required"] == ["order_id"] and order["additionalProperties"] is False
     assert order["properties"]["order_id"]["pattern"]
@@ -71,7 +83,9 @@ def test_schemas_come_from_the_models() -> None:
 
 
 async def test_callback_uses_the_callers_number_and_handoff_without_target() -> None:
-    booked = await run_tool("schedule_callback", json.dumps({"preferred_time": "tomorrow 3pm", "reason": "return"}), CTX)
+    booked = await run_tool(
+        "schedule_callback", json.dumps({"preferred_time": "tomorrow 3pm", "reason": "return"}), CTX
+    )
     assert booked.output["scheduled"] is True and booked.output["reference"].startswith("CB-")
     nobody = await run_tool("handoff_human", json.dumps({"reason": "wants a person"}), CTX)
     assert nobody.output == {"transferred": False, "error": "no human available"}

@@ -34,12 +34,23 @@ async def read_snapshots(resp: aiohttp.ClientResponse, out: list[tuple[float, in
 async def test_call_on_replica_a_reaches_replica_b_within_2s(conn: str) -> None:
     async with run_stack(conn, time_scale=20) as stack:
         port_b = free_port()
-        env = {**os.environ, "OPENAI_API_KEY": stack.settings.openai_api_key,
-               "HANDOFF_SECRET": stack.settings.handoff_secret,
-               "STORAGE_CONNECTION_STRING": conn, "TABLE_PREFIX": stack.settings.table_prefix,
-               "PORT": str(port_b), "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "1"}
-        replica_b = subprocess.Popen([sys.executable, "-m", "session_host"], cwd=ROOT, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": stack.settings.openai_api_key,
+            "HANDOFF_SECRET": stack.settings.handoff_secret,
+            "STORAGE_CONNECTION_STRING": conn,
+            "TABLE_PREFIX": stack.settings.table_prefix,
+            "PORT": str(port_b),
+            "LOG_FORMAT": "json",
+            "SHUTDOWN_GRACE_SECONDS": "1",
+        }
+        replica_b = subprocess.Popen(
+            [sys.executable, "-m", "session_host"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url_b = f"http://127.0.0.1:{port_b}"
         try:
             await wait_healthy(stack.http, url_b)

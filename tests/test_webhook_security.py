@@ -15,15 +15,21 @@ from tests.stack import Stack, run_stack
 
 
 def incoming(call_id: str) -> bytes:
-    return json.dumps({
-        "object": "event", "id": "evt_test", "type": "realtime.call.incoming", "created_at": int(time.time()),
-        "data": {"call_id": call_id, "sip_headers": [{"name": "From", "value": "<sip:+15550001111@x.example>"}]},
-    }).encode()
+    return json.dumps(
+        {
+            "object": "event",
+            "id": "evt_test",
+            "type": "realtime.call.incoming",
+            "created_at": int(time.time()),
+            "data": {"call_id": call_id, "sip_headers": [{"name": "From", "value": "<sip:+15550001111@x.example>"}]},
+        }
+    ).encode()
 
 
 async def post(stack: Stack, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    async with stack.http.post(stack.webhook_url, data=body,
-                               headers={"content-type": "application/json", **headers}) as resp:
+    async with stack.http.post(
+        stack.webhook_url, data=body, headers={"content-type": "application/json", **headers}
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -110,7 +116,9 @@ async def test_handoff_requires_signature(conn: str) -> None:
         async with stack.http.post(url, data=body, headers=headers) as resp:
             assert resp.status == 401
         bad = b'{"callId": ""}'
-        async with stack.http.post(url, data=bad, headers=signing.sign_headers(stack.settings.handoff_secret, bad)) as r:
+        async with stack.http.post(
+            url, data=bad, headers=signing.sign_headers(stack.settings.handoff_secret, bad)
+        ) as r:
             assert r.status == 400 and "callId" in (await r.json())["error"]
 
 

@@ -64,13 +64,16 @@ _MAX_TAIL = 28_000  # characters of JSON: one Edm.String property holds 32K UTF-
 def tail_property(turns: Sequence[TranscriptTurn]) -> str | None:
     """The turns not yet in the call's own partition, as the active row's `pendingTurns`; None
     when they do not fit one property (the writer then flushes the call's partition at once)."""
-    raw = json.dumps([{"rk": turn_rk(t.timestamp, t.seq), "seq": t.seq, **t.model_dump(mode="json")} for t in turns],
-                     separators=(",", ":"))
+    raw = json.dumps(
+        [{"rk": turn_rk(t.timestamp, t.seq), "seq": t.seq, **t.model_dump(mode="json")} for t in turns],
+        separators=(",", ":"),
+    )
     return raw if len(raw) <= _MAX_TAIL else None
 
 
-def index_upserts(call: CallRecord, *, recent: bool = True,
-                  tail: str | None = None) -> list[tuple[str, tuple[Any, ...]]]:
+def index_upserts(
+    call: CallRecord, *, recent: bool = True, tail: str | None = None
+) -> list[tuple[str, tuple[Any, ...]]]:
     """(partition, batchable upsert) pairs that keep the index partitions in step with `call`.
     `recent=False` leaves the newest-first row alone: a live call's row there is written when it
     starts and when it ends, and readers overlay the live state from the active partition.
@@ -165,8 +168,9 @@ class CallReader:
         tail = [TranscriptTurn.model_validate(t) for t in json.loads(entity.get(TAIL) or "[]")]
         return call_from_entity(entity), tail
 
-    async def list_recent(self, limit: int, next_token: str | None = None,
-                          active: list[CallRecord] | None = None) -> tuple[list[CallRecord], str | None]:
+    async def list_recent(
+        self, limit: int, next_token: str | None = None, active: list[CallRecord] | None = None
+    ) -> tuple[list[CallRecord], str | None]:
         """Newest first, across hour buckets. `active`: the live calls if the caller already read
         them (saves a query). The token names the bucket to go on in and, within it, the SDK's
         continuation (or that the bucket is done)."""
@@ -192,16 +196,23 @@ class CallReader:
         lo, exclusive = start, False
         while len(found) < want:
             buckets, _ = await self._t.callindex.query_page(
-                f"PartitionKey eq @pk and RowKey {'gt' if exclusive else 'ge'} @lo", {"pk": BUCKETS_PK, "lo": lo},
-                limit=_BUCKET_SCAN, token=None, parse=lambda e: str(e["RowKey"]))
+                f"PartitionKey eq @pk and RowKey {'gt' if exclusive else 'ge'} @lo",
+                {"pk": BUCKETS_PK, "lo": lo},
+                limit=_BUCKET_SCAN,
+                token=None,
+                parse=lambda e: str(e["RowKey"]),
+            )
             for bucket in buckets:
                 after: Any = None
                 row_from = start_row if bucket == start else ""
                 while len(found) < want:  # the service may end a page early with a continuation
                     rows, after = await self._t.callindex.query_page(
-                        "PartitionKey eq @pk and RowKey ge @rk", {"pk": bucket, "rk": row_from},
-                        limit=want - len(found), token=after,
-                        parse=lambda e: (str(e["RowKey"]), call_from_entity(dict(e))))
+                        "PartitionKey eq @pk and RowKey ge @rk",
+                        {"pk": bucket, "rk": row_from},
+                        limit=want - len(found),
+                        token=after,
+                        parse=lambda e: (str(e["RowKey"]), call_from_entity(dict(e))),
+                    )
                     found.extend((bucket, row_key, call) for row_key, call in rows)
                     if not after:
                         break
@@ -213,22 +224,26 @@ class CallReader:
         return found
 
     async def list_active(self) -> list[CallRecord]:
-        calls = await self._t.callindex.query("PartitionKey eq @pk", {"pk": ACTIVE_PK},
-                                              parse=lambda e: call_from_entity(dict(e)))
+        calls = await self._t.callindex.query(
+            "PartitionKey eq @pk", {"pk": ACTIVE_PK}, parse=lambda e: call_from_entity(dict(e))
+        )
         calls.sort(key=lambda c: c.startTime, reverse=True)
         return calls
 
     async def count_active(self) -> int:
-        rows = await self._t.callindex.query("PartitionKey eq @pk", {"pk": ACTIVE_PK}, select=["RowKey"],
-                                             parse=lambda e: e["RowKey"])
+        rows = await self._t.callindex.query(
+            "PartitionKey eq @pk", {"pk": ACTIVE_PK}, select=["RowKey"], parse=lambda e: e["RowKey"]
+        )
         return len(rows)
 
     async def transcript(self, call_id: str) -> list[dict[str, Any]]:
         """In order: the call partition's turns, plus a live call's unflushed tail. A turn both
         replicas wrote around a hand-over (same `turnId`) or both places hold (same key) once."""
         rows: list[tuple[str, dict[str, Any]]] = await self._t.calls.query(
-            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi", {"pk": call_id, "lo": "t", "hi": "u"},
-            parse=lambda e: (str(e["RowKey"]), from_entity(dict(e))))
+            "PartitionKey eq @pk and RowKey gt @lo and RowKey lt @hi",
+            {"pk": call_id, "lo": "t", "hi": "u"},
+            parse=lambda e: (str(e["RowKey"]), from_entity(dict(e))),
+        )
         live = await self.live_state(call_id)
         if live is not None:
             rows += [(turn_rk(t.timestamp, t.seq), t.model_dump(mode="json")) for t in live[1]]

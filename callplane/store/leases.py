@@ -64,19 +64,26 @@ def _beat_entity(replica: str, expires_ms: int, draining: bool) -> dict[str, obj
 
 
 def _beat(entity: dict[str, object], etag: str) -> Beat:
-    return Beat(replica=str(entity["replica"]), expires_ms=_int(entity["expiresAt"]),
-                draining=bool(entity.get("draining")), etag=etag)
+    return Beat(
+        replica=str(entity["replica"]),
+        expires_ms=_int(entity["expiresAt"]),
+        draining=bool(entity.get("draining")),
+        etag=etag,
+    )
 
 
 def _entity(req: HandoffRequest, owner: str, handover: bool = False, attached: bool = False) -> dict[str, object]:
-    return to_entity(PK, req.callId, {"owner": owner, "handover": handover, "attached": attached,
-                                      "request": req.model_dump_json()})
+    return to_entity(
+        PK, req.callId, {"owner": owner, "handover": handover, "attached": attached, "request": req.model_dump_json()}
+    )
 
 
 def _lease(entity: dict[str, object], etag: str) -> Lease:
     return Lease(
-        call_id=str(entity["RowKey"]), owner=str(entity["owner"]),
-        handover=bool(entity.get("handover")), attached=bool(entity.get("attached")),
+        call_id=str(entity["RowKey"]),
+        owner=str(entity["owner"]),
+        handover=bool(entity.get("handover")),
+        attached=bool(entity.get("attached")),
         request=HandoffRequest.model_validate_json(str(entity["request"])),
         etag=etag,
     )
@@ -88,8 +95,16 @@ def _guarded(etag: str) -> dict[str, Any]:
 
 # --- heartbeats ---------------------------------------------------------------------------------
 
-async def beat(tables: Tables, replica: str, ttl_ms: int, etag: str | None, *, draining: bool = False,
-               expires_ms: int | None = None) -> Beat | None:
+
+async def beat(
+    tables: Tables,
+    replica: str,
+    ttl_ms: int,
+    etag: str | None,
+    *,
+    draining: bool = False,
+    expires_ms: int | None = None,
+) -> Beat | None:
     """Renew our heartbeat. With `etag`, None when it changed since: a peer declared us dead and
     took some of our calls. Without it, (re)start the heartbeat unconditionally."""
     entity = _beat_entity(replica, now_ms() + ttl_ms if expires_ms is None else expires_ms, draining)
@@ -120,13 +135,15 @@ async def get_beat(tables: Tables, replica: str) -> Beat | None:
 async def forget(tables: Tables, dead: Beat) -> None:
     """Drop a long-dead replica's heartbeat once it owns nothing (only if unchanged)."""
     try:
-        await tables.leases.delete_entity(PK, BEAT_PREFIX + dead.replica, etag=dead.etag,
-                                          match_condition=MatchConditions.IfNotModified)
+        await tables.leases.delete_entity(
+            PK, BEAT_PREFIX + dead.replica, etag=dead.etag, match_condition=MatchConditions.IfNotModified
+        )
     except (ResourceModifiedError, ResourceNotFoundError):
         pass
 
 
 # --- leases -------------------------------------------------------------------------------------
+
 
 async def get(tables: Tables, call_id: str) -> Lease | None:
     try:
@@ -138,8 +155,9 @@ async def get(tables: Tables, call_id: str) -> Lease | None:
 
 async def owned_by(tables: Tables, owner: str, *, offered_only: bool = False) -> list[Lease]:
     query = "PartitionKey eq @pk and owner eq @owner" + (" and handover eq true" if offered_only else "")
-    return await tables.leases.query(query, {"pk": PK, "owner": owner},
-                                     parse=lambda e: _lease(dict(e), str(e.metadata["etag"])))
+    return await tables.leases.query(
+        query, {"pk": PK, "owner": owner}, parse=lambda e: _lease(dict(e), str(e.metadata["etag"]))
+    )
 
 
 async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | None:
@@ -181,8 +199,9 @@ async def claim(tables: Tables, dead: Beat, taken: list[Lease], owner: str) -> l
     if not taken:
         return []
     entities = [_entity(lease.request, owner) for lease in taken]
-    ops: list[tuple[Any, ...]] = [("update", _beat_entity(dead.replica, dead.expires_ms, dead.draining),
-                                   _guarded(dead.etag))]
+    ops: list[tuple[Any, ...]] = [
+        ("update", _beat_entity(dead.replica, dead.expires_ms, dead.draining), _guarded(dead.etag))
+    ]
     ops += [("update", entity, _guarded(lease.etag)) for lease, entity in zip(taken, entities, strict=True)]
     try:
         results = await tables.leases.submit_transaction(ops)
@@ -192,8 +211,15 @@ async def claim(tables: Tables, dead: Beat, taken: list[Lease], owner: str) -> l
     return [_lease(entity, str(meta["etag"])) for entity, meta in zip(entities, results[1:], strict=True)]
 
 
-async def update(tables: Tables, lease: Lease, *, owner: str | None = None, handover: bool = False,
-                 attached: bool | None = None, request: HandoffRequest | None = None) -> Lease | None:
+async def update(
+    tables: Tables,
+    lease: Lease,
+    *,
+    owner: str | None = None,
+    handover: bool = False,
+    attached: bool | None = None,
+    request: HandoffRequest | None = None,
+) -> Lease | None:
     """Rewrite a lease under its ETag (take it, offer it, mark it attached). None when it changed."""
     new_owner = owner or lease.owner
     keep = (lease.attached and new_owner == lease.owner) if attached is None else attached
@@ -208,7 +234,8 @@ async def update(tables: Tables, lease: Lease, *, owner: str | None = None, hand
 async def release(tables: Tables, lease: Lease) -> None:
     """The call ended: drop the lease (only if it is still ours)."""
     try:
-        await tables.leases.delete_entity(PK, lease.call_id, etag=lease.etag,
-                                          match_condition=MatchConditions.IfNotModified)
+        await tables.leases.delete_entity(
+            PK, lease.call_id, etag=lease.etag, match_condition=MatchConditions.IfNotModified
+        )
     except (ResourceModifiedError, ResourceNotFoundError):
         pass

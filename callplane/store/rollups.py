@@ -25,10 +25,19 @@ from callplane.store.tables import Tables
 
 PK, RK = "stats", "all"
 # Upper edges (ms) of the latency buckets; the last bucket is open-ended.
-EDGES: tuple[float, ...] = (50, 100, 150, 200, 250, 300, 400, 500, 600, 750, 1000, 1250, 1500, 2000, 3000, 5000,
-                            10000)
-_COUNTERS = ("totalCalls", "completedCalls", "failedCalls", "transferredCalls", "rejectedCalls", "finishedCalls",
-             "totalDurationMs", "totalToolCalls", "bargeInEvents", "latencySamples")
+EDGES: tuple[float, ...] = (50, 100, 150, 200, 250, 300, 400, 500, 600, 750, 1000, 1250, 1500, 2000, 3000, 5000, 10000)
+_COUNTERS = (
+    "totalCalls",
+    "completedCalls",
+    "failedCalls",
+    "transferredCalls",
+    "rejectedCalls",
+    "finishedCalls",
+    "totalDurationMs",
+    "totalToolCalls",
+    "bargeInEvents",
+    "latencySamples",
+)
 _STATUS_FIELD = {
     CallStatus.COMPLETED: "completedCalls",
     CallStatus.FAILED: "failedCalls",
@@ -146,8 +155,32 @@ def _count(cache: RollupCache | None) -> None:
         cache.requests += 1
 
 
-async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20,
-                      cache: RollupCache | None = None) -> int:
+_DONE = "done"  # the delta is in the store (created it, or an earlier try committed)
+_RACED = "raced"  # another writer created the entity first: read again
+
+
+async def _read_current(
+    tables: Tables, delta: RollupDelta, cache: RollupCache | None
+) -> tuple[dict[str, Any], str] | str:
+    """The entity and its ETag; or _DONE / _RACED when there is nothing to update."""
+    try:
+        _count(cache)
+        read = await tables.rollups.get_entity(PK, RK)
+    except ResourceNotFoundError:
+        try:
+            _count(cache)
+            created = _apply({}, delta)
+            meta = await tables.rollups.create_entity(created)
+        except ResourceExistsError:
+            return _RACED
+        if cache is not None:
+            cache.entity, cache.etag = created, str(meta["etag"])
+        return _DONE
+    current = dict(read)
+    return _DONE if delta.id in _applied(current) else (current, str(read.metadata["etag"]))
+
+
+async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20, cache: RollupCache | None = None) -> int:
     """Add `delta` to the rollup entity; returns the number of ETag conflicts retried.
     Raises azure.core.exceptions.AzureError when the store is unreachable (and then forgets the
     cache: the write may have committed, so the retry must read and check the delta's id)."""
@@ -155,31 +188,23 @@ async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20,
     cached = (cache.entity, cache.etag) if cache is not None and cache.entity is not None and cache.etag else None
     try:
         for _ in range(attempts):
-            if cached is not None:
-                (current, etag), cached = cached, None
-            else:
-                try:
-                    _count(cache)
-                    read = await tables.rollups.get_entity(PK, RK)
-                    current, etag = dict(read), str(read.metadata["etag"])
-                    if delta.id in _applied(current):
-                        return conflicts  # an earlier try committed after all
-                except ResourceNotFoundError:
-                    try:
-                        _count(cache)
-                        created = _apply({}, delta)
-                        meta = await tables.rollups.create_entity(created)
-                        if cache is not None:
-                            cache.entity, cache.etag = created, str(meta["etag"])
-                        return conflicts
-                    except ResourceExistsError:
-                        conflicts += 1
-                        continue
+            state = cached if cached is not None else await _read_current(tables, delta, cache)
+            cached = None
+            if state == _DONE:
+                return conflicts
+            if state == _RACED:
+                conflicts += 1
+                continue
+            assert isinstance(state, tuple)
+            current, etag = state
             updated = _apply(dict(current), delta)
             try:
                 _count(cache)
                 meta = await tables.rollups.update_entity(
-                    updated, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified,
+                    updated,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
                 )
             except ResourceModifiedError:
                 conflicts += 1

@@ -83,21 +83,31 @@ class TableOps:
         results: list[Any] = await self._run(self.client.submit_transaction(operations, **kw))
         return [dict(m) for m in results]
 
-    async def query(self, query_filter: str, parameters: dict[str, Any], *, select: list[str] | None = None,
-                    parse: Callable[[Any], T]) -> list[T]:
+    async def query(
+        self,
+        query_filter: str,
+        parameters: dict[str, Any],
+        *,
+        select: list[str] | None = None,
+        parse: Callable[[Any], T],
+    ) -> list[T]:
         """Every matching entity, each passed through `parse` on the store thread."""
+
         async def collect() -> list[T]:
             pager = self.client.query_entities(query_filter, parameters=parameters, select=select)
             return [parse(e) async for e in pager]
 
         return await self._run(collect())
 
-    async def query_page(self, query_filter: str, parameters: dict[str, Any], *, limit: int,
-                         token: Any, parse: Callable[[Any], T]) -> tuple[list[T], Any]:
+    async def query_page(
+        self, query_filter: str, parameters: dict[str, Any], *, limit: int, token: Any, parse: Callable[[Any], T]
+    ) -> tuple[list[T], Any]:
         """One page of at most `limit` entities and the continuation token after it."""
+
         async def one_page() -> tuple[list[T], Any]:
-            pager: Any = self.client.query_entities(query_filter, parameters=parameters,
-                                                    results_per_page=limit).by_page(continuation_token=token)
+            pager: Any = self.client.query_entities(
+                query_filter, parameters=parameters, results_per_page=limit
+            ).by_page(continuation_token=token)
             rows: list[T] = []
             async for page in pager:
                 rows.extend([parse(e) async for e in page])
@@ -125,6 +135,7 @@ class Tables:
 
     async def compute(self, fn: Callable[[], T]) -> T:
         """Run CPU-only work (building entities) on the store thread too, off the calls' loop."""
+
         async def there() -> T:
             return fn()
 

@@ -208,11 +208,7 @@ class StoreWriter:
 
     async def _flush_calls(self, force: bool) -> bool:
         now = self._clock()
-        due = [
-            cid
-            for cid, p in self._calls.items()
-            if force or p.urgent or now - p.since >= self._call_interval
-        ]
+        due = [cid for cid, p in self._calls.items() if force or p.urgent or now - p.since >= self._call_interval]
         batches = {call_id: self._calls.pop(call_id) for call_id in due}
         # One transaction per call partition, several in flight: with many live calls a serial
         # loop would hold every other write (and the dashboards) behind it.
@@ -231,8 +227,11 @@ class StoreWriter:
             if stored:
                 self._turn_count -= len(pending.turns)
                 if pending.call is not None and pending.call.final:
-                    log.info("call record stored (%s)", pending.call.status.value,
-                             extra={"cat": "SUCCESS", "call_id": call_id})
+                    log.info(
+                        "call record stored (%s)",
+                        pending.call.status.value,
+                        extra={"cat": "SUCCESS", "call_id": call_id},
+                    )
             else:
                 self._merge_back(call_id, pending)
         return all(results)
@@ -255,23 +254,7 @@ class StoreWriter:
         if not self._index:
             return True
         batch, self._index = self._index, {}
-        jobs = [(call, call.callId not in self._in_recent, self._tail_turns(call)) for call in batch.values()]
-
-        def build() -> tuple[list[tuple[str, tuple[Any, ...]]], list[str]]:
-            # Runs on the store thread: only the snapshots captured above, no writer state.
-            out: list[tuple[str, tuple[Any, ...]]] = []
-            too_long: list[str] = []
-            for call, recent, turns in jobs:
-                tail = tail_property(turns) if turns else None
-                if turns and tail is None:
-                    too_long.append(call.callId)
-                out += index_upserts(call, recent=recent, tail=tail)
-            return out, too_long
-
-        pairs, too_long = await self._t.compute(build)
-        for call_id in too_long:  # its turns outgrew the active row: write its partition in this flush
-            if call_id in self._calls:
-                self._calls[call_id].urgent = True
+        pairs = await self._index_ops(batch)
         finals = [c.callId for c in batch.values() if c.final]
         # A row this writer put in `active` is known to exist, so its delete can ride in the
         # partition's transaction (a delete of a missing row would fail the whole batch).
@@ -290,12 +273,37 @@ class StoreWriter:
                 self._in_active.difference_update(batched_deletes)  # done, or retried alone below
         if ok:
             for call in batch.values():
-                if call.final:
-                    self._in_recent.discard(call.callId)
-                else:
-                    self._in_recent.add(call.callId)
+                (self._in_recent.discard if call.final else self._in_recent.add)(call.callId)
             finals = [cid for cid in finals if cid not in batched_deletes]
-        for call_id in finals:
+        ok = await self._remove_from_active(finals) and ok
+        if not ok:
+            for cid, call in batch.items():
+                self._index.setdefault(cid, call)
+        return ok
+
+    async def _index_ops(self, batch: dict[str, CallRecord]) -> list[tuple[str, tuple[Any, ...]]]:
+        """The index rows of `batch`, built on the store thread from snapshots (no writer state)."""
+        jobs = [(call, call.callId not in self._in_recent, self._tail_turns(call)) for call in batch.values()]
+
+        def build() -> tuple[list[tuple[str, tuple[Any, ...]]], list[str]]:
+            out: list[tuple[str, tuple[Any, ...]]] = []
+            too_long: list[str] = []
+            for call, recent, turns in jobs:
+                tail = tail_property(turns) if turns else None
+                if turns and tail is None:
+                    too_long.append(call.callId)
+                out += index_upserts(call, recent=recent, tail=tail)
+            return out, too_long
+
+        pairs, too_long = await self._t.compute(build)
+        for call_id in too_long:  # its turns outgrew the active row: write its partition in this flush
+            if call_id in self._calls:
+                self._calls[call_id].urgent = True
+        return pairs
+
+    async def _remove_from_active(self, call_ids: list[str]) -> bool:
+        ok = True
+        for call_id in call_ids:
             try:
                 self.stats.requests += 1
                 await remove_from_active(self._t, call_id)
@@ -303,9 +311,6 @@ class StoreWriter:
                 ok = False
                 self.stats.failures += 1
                 log.warning("index delete failed: %s", type(exc).__name__)
-        if not ok:
-            for cid, call in batch.items():
-                self._index.setdefault(cid, call)
         return ok
 
     def _tail_turns(self, call: CallRecord) -> list[TranscriptTurn]:

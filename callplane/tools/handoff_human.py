@@ -16,9 +16,7 @@ async def handle(args: Args, ctx: ToolContext) -> ToolResult:
             {"transferred": False, "error": "no human available"},
             follow_up="Apologise that no colleague is available right now and offer a callback instead.",
         )
-    return ToolResult(
-        {"transferred": True}, follow_up=HANDOFF_GOODBYE, action=Action.HANDOFF, action_arg=args.reason
-    )
+    return ToolResult({"transferred": True}, follow_up=HANDOFF_GOODBYE, action=Action.HANDOFF, action_arg=args.reason)
 
 
 TOOL = Tool(

@@ -12,6 +12,11 @@ param tableEndpoint string
 param sessionHostUrl string
 param openAiBase string
 param realtimeWsBase string
+@allowed([
+  'azure'
+  'openai'
+])
+param realtimeDialect string
 param realtimeModel string
 param realtimeVoice string
 param useOpenAiKey bool
@@ -102,7 +107,7 @@ var baseSettings = {
   SESSION_HOST_URL: sessionHostUrl
   OPENAI_BASE: openAiBase
   REALTIME_WS_BASE: realtimeWsBase
-  REALTIME_DIALECT: 'azure'
+  REALTIME_DIALECT: realtimeDialect
   REALTIME_MODEL: realtimeModel
   REALTIME_VOICE: realtimeVoice
   LOG_FORMAT: 'json'

@@ -12,6 +12,11 @@ param keyVaultUri string
 param tableEndpoint string
 param openAiBase string
 param realtimeWsBase string
+@allowed([
+  'azure'
+  'openai'
+])
+param realtimeDialect string
 param realtimeModel string
 param realtimeVoice string
 param sipTargetUri string
@@ -121,7 +126,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'STORAGE_TABLE_ENDPOINT', value: tableEndpoint }
             { name: 'OPENAI_BASE', value: openAiBase }
             { name: 'REALTIME_WS_BASE', value: realtimeWsBase }
-            { name: 'REALTIME_DIALECT', value: 'azure' }
+            { name: 'REALTIME_DIALECT', value: realtimeDialect }
             { name: 'REALTIME_MODEL', value: realtimeModel }
             { name: 'REALTIME_VOICE', value: realtimeVoice }
             { name: 'SIP_TARGET_URI', value: sipTargetUri }

@@ -22,8 +22,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
-WEBHOOK_SECRET, HANDOFF_SECRET, ADMIN_TOKEN, OPENAI_KEY = "webhook-secret", "handoff-secret", "admin-token", \
-    "openai-api-key"
+WEBHOOK_SECRET, HANDOFF_SECRET, ADMIN_TOKEN, OPENAI_KEY = (
+    "webhook-secret",
+    "handoff-secret",
+    "admin-token",
+    "openai-api-key",
+)
 
 
 class SecretStore(Protocol):
@@ -70,7 +74,7 @@ Http = Callable[[str, str, dict[str, str], bytes | None], tuple[int, Any]]
 def urllib_http(method: str, url: str, headers: dict[str, str], body: bytes | None) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the configured endpoint
+        with urllib.request.urlopen(req, timeout=30) as resp:
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
@@ -81,8 +85,7 @@ def urllib_http(method: str, url: str, headers: dict[str, str], body: bytes | No
             return exc.code, {"error": raw[:200].decode(errors="replace")}
 
 
-def ensure_webhook(store: SecretStore, http: Http, openai_endpoint: str, auth: dict[str, str],
-                   webhook_url: str) -> str:
+def ensure_webhook(store: SecretStore, http: Http, openai_endpoint: str, auth: dict[str, str], webhook_url: str) -> str:
     """Make sure exactly one endpoint for `webhook_url` exists and its secret is stored.
     Returns "kept", "created" or "replaced"."""
     base = openai_endpoint.rstrip("/") + "/openai/v1/dashboard/webhook_endpoints"
@@ -95,8 +98,9 @@ def ensure_webhook(store: SecretStore, http: Http, openai_endpoint: str, auth: d
         return "kept"
     for endpoint in ours:  # its secret was shown once and is lost: replace it
         http("DELETE", f"{base}/{endpoint['id']}", headers, None)
-    body = json.dumps({"name": "realtime-incoming", "url": webhook_url,
-                       "event_types": ["realtime.call.incoming"]}).encode()
+    body = json.dumps(
+        {"name": "realtime-incoming", "url": webhook_url, "event_types": ["realtime.call.incoming"]}
+    ).encode()
     status, created = http("POST", base, headers, body)
     if status not in (200, 201) or not str((created or {}).get("signing_secret", "")).startswith("whsec_"):
         raise RuntimeError(f"creating the webhook endpoint failed: HTTP {status}")
@@ -115,7 +119,13 @@ def openai_auth(api_key: str) -> dict[str, str]:
 
 def main() -> int:
     env = os.environ
-    missing = [k for k in ("AZURE_KEY_VAULT_ENDPOINT", "AZURE_OPENAI_ENDPOINT", "WEBHOOK_URL") if not env.get(k)]
+    native = env.get("REALTIME_DIALECT", "azure") == "openai"
+    needed = (
+        ("AZURE_KEY_VAULT_ENDPOINT", "WEBHOOK_URL")
+        if native
+        else ("AZURE_KEY_VAULT_ENDPOINT", "AZURE_OPENAI_ENDPOINT", "WEBHOOK_URL")
+    )
+    missing = [k for k in needed if not env.get(k)]
     if missing:
         print(f"postprovision: missing {', '.join(missing)} (run through azd)", file=sys.stderr)
         return 2
@@ -125,8 +135,16 @@ def main() -> int:
     if api_key and env.get("USE_OPENAI_KEY", "false").lower() == "true" and store.get(OPENAI_KEY) != api_key:
         store.set(OPENAI_KEY, api_key)
         created.append(OPENAI_KEY)
-    outcome = ensure_webhook(store, urllib_http, env["AZURE_OPENAI_ENDPOINT"], openai_auth(api_key),
-                             env["WEBHOOK_URL"])
+    if native:
+        # api.openai.com has no endpoint-registration API for this: the platform's settings page does it.
+        print(
+            f"postprovision: native OpenAI: create a webhook for {env['WEBHOOK_URL']} (realtime.call.incoming) in "
+            "the OpenAI platform settings and store its secret as Key Vault secret webhook-secret"
+        )
+        outcome = "left to you (native OpenAI)"
+    else:
+        endpoint = env["AZURE_OPENAI_ENDPOINT"].rstrip("/")
+        outcome = ensure_webhook(store, urllib_http, endpoint, openai_auth(api_key), env["WEBHOOK_URL"])
     # Names only: secret values never reach the console.
     print(f"postprovision: secrets created: {', '.join(created) or 'none'}; webhook endpoint {outcome}")
     return 0
