@@ -9,14 +9,18 @@ without sending a request (aiohttp 3.14 starts the keep-alive timer when a conne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import resource
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+from callplane.logs import Throttle
 
 log = logging.getLogger("callplane.http")
 
@@ -33,6 +37,14 @@ def error_body(status: int, detail: str) -> bytes:
 
 
 class _JsonErrorHandler(RequestHandler):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._manager
+        if isinstance(server, _JsonErrorServer) and server.full():
+            self._manager = None  # never registered: connection_lost has nothing to undo
+            server.refuse(transport)
+            return
+        super().connection_made(transport)
+
     def handle_error(
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
@@ -54,23 +66,58 @@ class _JsonErrorHandler(RequestHandler):
         return resp
 
 
+_BUSY_BODY = b'{"error": "Service Unavailable: too many open connections", "status": 503}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
+
+
 class _JsonErrorServer(web.Server):
+    max_connections = 0  # 0: no limit
+    refused = 0
+    throttle: Throttle
+
     def __call__(self) -> RequestHandler:
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
+    def full(self) -> bool:
+        return bool(self.max_connections) and len(self._connections) >= self.max_connections
+
+    def refuse(self, transport: asyncio.BaseTransport) -> None:
+        # Refuse before the descriptors run out: past that point the process could no longer
+        # accept its own health checks or open control sockets for calls.
+        self.refused += 1
+        if self.throttle.due("connections") is not None:
+            log.warning("refusing connections: %d open (limit %d)", len(self._connections), self.max_connections)
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY)
+        transport.close()
+
 
 class JsonErrorRunner(web.AppRunner):
-    """`web.AppRunner` whose protocol handler answers parse errors as JSON."""
+    """`web.AppRunner` whose protocol handler answers parse errors as JSON and which refuses
+    connections beyond `max_connections` (default: half the process's file descriptors, at
+    most 4,096) with a 503."""
 
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, max_connections: int | None = None, **kwargs: Any) -> None:
         super().__init__(app, **{**SERVER_LIMITS, **kwargs})
+        self.max_connections = default_max_connections() if max_connections is None else max_connections
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # The app builds its Server itself; only the protocol class differs, so swap the class
         # rather than copy aiohttp's private construction.
         server.__class__ = _JsonErrorServer
+        server.max_connections = self.max_connections  # type: ignore[attr-defined]
+        server.throttle = Throttle(10.0)  # type: ignore[attr-defined]
         return server
+
+
+def default_max_connections() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The other half is for what the process opens itself: control sockets, the store, logs.
+    return max(64, min(4096, (soft if soft > 0 else 8192) // 2))
 
 
 Handler = Any

@@ -138,3 +138,22 @@ def boxed(title: str, rows: list[tuple[str, str]]) -> str:
     lines += ["║ " + f"{k}: {v}".ljust(width - 1) + "║" for k, v in rows]
     lines.append("╚" + "═" * width + "╝")
     return "\n".join(lines)
+
+
+class Throttle:
+    """At most one log line per key per `interval_s`: a store that is down for minutes is said
+    once in a while, with how many times it happened meanwhile, not twice a second."""
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def due(self, key: str) -> int | None:
+        """None: stay quiet. Otherwise the number of occurrences not logged since the last line."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval_s:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._skipped.pop(key, 0)

@@ -3,14 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from azure.core.exceptions import AzureError, HttpResponseError
 
 from callplane.clock import now_ms
 from callplane.store.rollups import read_stats
 from session_host import health, keys, openapi
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIMIT = 200
+STORE_RETRY_AFTER_S = 5
+log = logging.getLogger("session_host.api")
+
+
+@web.middleware
+async def store_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """While the store cannot be reached, the API says so in one JSON line with a Retry-After,
+    and the log says it once in a while with the endpoint, not once per request."""
+    try:
+        return await handler(request)
+    except (AzureError, OSError, TimeoutError) as exc:
+        if isinstance(exc, HttpResponseError) and exc.status_code is not None and exc.status_code < 500:
+            raise
+        tables = request.app[keys.TABLES]
+        skipped = request.app[keys.THROTTLE].due("api-store")
+        if skipped is not None:
+            log.warning(
+                "admin API: store unreachable at %s (%s); answering 503 (%d more since the last line)",
+                tables.endpoint,
+                type(exc).__name__,
+                skipped,
+            )
+        return web.json_response(
+            {"error": "the call store is unavailable; retry shortly", "status": 503},
+            status=503,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -16,10 +16,12 @@ from aiohttp import web
 from callplane.call_control import CallControl
 from callplane.clock import now_ms
 from callplane.http_server import json_errors
+from callplane.logs import Throttle
 from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.leases import Lease
 from callplane.store.models import CallRecord
+from callplane.store.rollups import call_started
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
@@ -50,7 +52,13 @@ async def _sweep_forever(app: web.Application) -> None:
         try:
             await sweeper.sweep()
         except Exception as exc:  # the store may be down; try again next sweep
-            log.warning("lease sweep failed: %s", type(exc).__name__)
+            if (skipped := app[keys.THROTTLE].due("sweep")) is not None:
+                log.warning(
+                    "lease sweep failed: %s at %s (%d more since the last line)",
+                    type(exc).__name__,
+                    app[keys.TABLES].endpoint,
+                    skipped,
+                )
 
 
 async def _resume(app: web.Application, lease: Lease) -> None:
@@ -80,6 +88,15 @@ async def _resume(app: web.Application, lease: Lease) -> None:
         resumed_turns=record.messageCount,
     )
     app[keys.REGISTRY].start(session)
+
+
+def _put_live_calls_again(app: web.Application) -> None:
+    """The store came back without its tables: this replica's live calls are put again, with
+    their "started" counts, so they are listed and counted once they end."""
+    writer = app[keys.WRITER]
+    for session in list(app[keys.REGISTRY].sessions.values()):
+        writer.put_rollup(call_started())
+        writer.put_call(session.call, urgent=True)
 
 
 async def http_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -133,6 +150,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.HEARTBEAT] = heartbeat
     registry.before_handover = heartbeat.announce_draining
+    app[keys.WRITER].on_store_reset = lambda: _put_live_calls_again(app)
     await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
     tasks = [
         asyncio.create_task(heartbeat.run(), name="heartbeat"),
@@ -153,7 +171,10 @@ def create_app(
     replica: str | None = None,
     telemetry: Telemetry | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[json_errors, auth.admin_auth], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[json_errors, auth.admin_auth, api.store_unavailable], client_max_size=1024 * 1024
+    )
+    app[keys.THROTTLE] = Throttle()
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
         lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6))

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from callplane.call_control import CallControl
+from callplane.logs import Throttle
 from callplane.settings import Settings
 from callplane.store.calls import CallReader
 from callplane.store.tables import Tables
@@ -31,3 +32,4 @@ LIVE = web.AppKey("live", LiveFeed)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
+THROTTLE = web.AppKey("log_throttle", Throttle)

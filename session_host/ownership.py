@@ -13,6 +13,7 @@ from azure.core.exceptions import AzureError
 
 from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
+from callplane.logs import Throttle
 from callplane.store import leases
 from callplane.store.leases import Beat, Lease
 from callplane.store.tables import Tables
@@ -130,6 +131,7 @@ class Heartbeat:
     draining: bool = False
     last_ok_ms: int = 0  # when a beat last reached the store
     _etag: str | None = None
+    _throttle: Throttle = field(default_factory=Throttle)
 
     def current(self) -> bool:
         """The last beat is younger than the TTL: peers see this replica alive."""
@@ -149,7 +151,13 @@ class Heartbeat:
             self._etag = fresh.etag
             self.last_ok_ms = now_ms()
         except AzureError as exc:
-            log.warning("heartbeat failed: %s", type(exc).__name__)
+            if (skipped := self._throttle.due("beat")) is not None:
+                log.warning(
+                    "heartbeat failed at %s: %s (%d more since the last line)",
+                    self.tables.endpoint,
+                    type(exc).__name__,
+                    skipped,
+                )
             return False
         for keeper in list(self.local().values()):
             if keeper.lease is None:

@@ -79,6 +79,13 @@ def test_three_processes_place_and_store_a_call(conn: str) -> None:
         "control socket open",
         "ASSISTANT: Hi",
         "call record stored (completed)",
+        "call summary",
+        "webhook app listening",
+        "webhook app stopped",
+        "session host listening",
+        "session host stopped",
     ):
         assert any(expected in m for m in messages), (expected, messages)
+    assert [e["msg"] for e in host_log][-1] == "session host stopped", "the last line confirms the stop"
+    assert [e["msg"] for e in fn_log][-1] == "webhook app stopped"
     assert "4255550123" not in outputs["function_app"] + outputs["session_host"]  # caller number redacted

@@ -38,3 +38,32 @@ def test_both_formats_redact_messages_args_and_extras() -> None:
     assert "📞 CALL [rtc_abc]" in pretty
     stream = io.StringIO()
     assert stream.getvalue() == ""
+
+
+def test_call_summary_is_structured_and_drawn_only_by_pretty_logs() -> None:
+    summary = {
+        "status": "completed",
+        "reason": "caller hung up",
+        "durationMs": 61234,
+        "tools": ["lookup_order"],
+        "turns": 7,
+        "bargeIns": 1,
+        "latencyP50Ms": 420,
+        "sentiment": "positive",
+    }
+    record = logging.makeLogRecord(
+        {
+            "msg": "call summary",
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "cat": "SUCCESS",
+            "call_id": "rtc_0123456789abcdef0123",
+            "callSummary": summary,
+        }
+    )
+    pretty = PrettyFormatter(colour=False).format(record).splitlines()
+    assert pretty[0].endswith("✓ SUCCESS [abcdef0123] call summary".replace("[abcdef0123]", "[89abcdef0123]"))
+    assert pretty[1].startswith("╔") and "Call summary 89abcdef0123" in pretty[2], "the box names the tag's 12 chars"
+    assert all(line.strip() for line in pretty), "no empty line before the box"
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["callSummary"] == summary and doc["msg"] == "call summary" and "╔" not in json.dumps(doc)

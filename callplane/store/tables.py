@@ -12,18 +12,28 @@ store thread delays the call loop by about a millisecond at a time instead of th
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from callplane.settings import Settings
 
 TABLES = ("calls", "callindex", "rollups", "webhooks", "leases")
+log = logging.getLogger("callplane.store")
+
+
+def table_missing(exc: HttpResponseError) -> bool:
+    code = getattr(exc, "error_code", None) or ""
+    return code == "TableNotFound" or (exc.status_code == 404 and "TableNotFound" in str(exc))
+
+
 T = TypeVar("T")
 Entity = dict[str, Any]
 
@@ -56,31 +66,53 @@ class TableOps:
     def __init__(self, client: TableClient, store: StoreLoop | None) -> None:
         self.client = client
         self._store = store
+        self.on_recreated: Callable[[], None] | None = None
 
     @property
     def table_name(self) -> str:
         return str(self.client.table_name)
 
-    async def _run(self, work: Awaitable[T]) -> T:
-        return await (work if self._store is None else self._store.run(work))
+    async def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            try:
+                return await make()
+            except HttpResponseError as exc:
+                if not table_missing(exc):
+                    raise
+            # The table is gone (deleted, or the store came back empty): create it and try once
+            # more. Readers and writers repair the store on first use instead of failing until a
+            # restart; `reset` tells the writer its "already written" markers are void.
+            await self._recreate()
+            return await make()
+
+        return await (attempt() if self._store is None else self._store.run(attempt()))
+
+    async def _recreate(self) -> None:
+        try:
+            await self.client.create_table()
+            log.warning("table %s was missing: created it", self.table_name)
+        except ResourceExistsError:
+            pass
+        if self.on_recreated is not None:
+            self.on_recreated()
 
     async def create_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
-        return dict(await self._run(self.client.create_entity(entity, **kw)))
+        return dict(await self._run(lambda: self.client.create_entity(entity, **kw)))
 
     async def upsert_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
-        return dict(await self._run(self.client.upsert_entity(entity, **kw)))
+        return dict(await self._run(lambda: self.client.upsert_entity(entity, **kw)))
 
     async def update_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
-        return dict(await self._run(self.client.update_entity(entity, **kw)))
+        return dict(await self._run(lambda: self.client.update_entity(entity, **kw)))
 
     async def delete_entity(self, partition_key: str, row_key: str, **kw: Any) -> None:
-        await self._run(self.client.delete_entity(partition_key, row_key, **kw))
+        await self._run(lambda: self.client.delete_entity(partition_key, row_key, **kw))
 
     async def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
-        return await self._run(self.client.get_entity(partition_key, row_key, **kw))
+        return await self._run(lambda: self.client.get_entity(partition_key, row_key, **kw))
 
     async def submit_transaction(self, operations: list[tuple[Any, ...]], **kw: Any) -> list[dict[str, Any]]:
-        results: list[Any] = await self._run(self.client.submit_transaction(operations, **kw))
+        results: list[Any] = await self._run(lambda: self.client.submit_transaction(operations, **kw))
         return [dict(m) for m in results]
 
     async def query(
@@ -97,7 +129,7 @@ class TableOps:
             pager = self.client.query_entities(query_filter, parameters=parameters, select=select)
             return [parse(e) async for e in pager]
 
-        return await self._run(collect())
+        return await self._run(collect)
 
     async def query_page(
         self, query_filter: str, parameters: dict[str, Any], *, limit: int, token: Any, parse: Callable[[Any], T]
@@ -114,10 +146,10 @@ class TableOps:
                 break
             return rows, pager.continuation_token
 
-        return await self._run(one_page())
+        return await self._run(one_page)
 
     async def close(self) -> None:
-        await self._run(self.client.close())
+        await self._run(self.client.close)
 
 
 @dataclass(slots=True)
@@ -129,6 +161,22 @@ class Tables:
     webhooks: TableOps
     leases: TableOps
     store: StoreLoop | None = None
+    # Bumped whenever a table had to be created again: whatever a writer cached as "already in
+    # the store" (index buckets, live rows, rollup ETags) may be gone.
+    generation: int = 0
+
+    def __post_init__(self) -> None:
+        for ops in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
+            ops.on_recreated = self._bump
+
+    def _bump(self) -> None:
+        self.generation += 1
+
+    @property
+    def endpoint(self) -> str:
+        """The table endpoint for messages: scheme, host and path, never a SAS query."""
+        url = urlsplit(str(self.service.url))
+        return f"{url.scheme}://{url.netloc}{url.path}".rstrip("/")
 
     async def run(self, coro_factory: Callable[[], Awaitable[T]]) -> T:
         return await (coro_factory() if self.store is None else self.store.run(coro_factory()))

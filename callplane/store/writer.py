@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
 
+from callplane.logs import Throttle
 from callplane.store.calls import (
     ACTIVE_PK,
     BUCKETS_PK,
@@ -37,7 +40,7 @@ from callplane.store.calls import (
 )
 from callplane.store.models import CallRecord, TranscriptTurn
 from callplane.store.rollups import RollupCache, RollupDelta, apply_delta
-from callplane.store.tables import Tables
+from callplane.store.tables import Tables, table_missing
 
 log = logging.getLogger(__name__)
 _BATCH = 100  # table transactions hold at most 100 operations
@@ -61,6 +64,37 @@ class WriterStats:
     rollup_conflicts: int = 0
     transactions: int = 0  # of `requests`: multipart batches (the SDK's costliest kind)
     entities: int = 0  # entities written by batches and upserts
+    set_aside: int = 0  # entities the store refused as invalid (never retried)
+    store_resets: int = 0  # times the store was found to have lost tables
+
+
+@dataclass(slots=True, frozen=True)
+class SetAside:
+    partition_key: str
+    row_key: str
+    reason: str
+
+
+_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+
+
+def key_problem(entity: dict[str, Any]) -> str | None:
+    """Why Table Storage would refuse these keys, or None. Checked before sending: the service
+    answers 400 for them, and some emulators a 500 that looks transient."""
+    for name in ("PartitionKey", "RowKey"):
+        key = entity.get(name)
+        if not isinstance(key, str):
+            return f"{name} is not a string"
+        if len(key.encode()) > 1024:
+            return f"{name} is longer than 1 KiB"
+        if _KEY_FORBIDDEN.search(key):
+            return f"{name} holds a character keys may not hold"
+    return None
+
+
+def refused_as_invalid(exc: HttpResponseError) -> bool:
+    """The store refused the request for what it holds (400), not for how it was doing."""
+    return exc.status_code == 400 and not table_missing(exc)
 
 
 def snapshot(call: CallRecord) -> CallRecord:
@@ -98,7 +132,13 @@ class StoreWriter:
         self._in_recent: set[str] = set()  # live calls whose newest-first row is written
         self._buckets: set[str] = set()  # hour buckets this writer has listed already
         self._in_active: set[str] = set()  # live calls whose active row this writer wrote
+        self._generation = tables.generation
+        # Called when the store turned out to have lost tables (it came back empty): the owner
+        # puts its live calls and their "started" counts again.
+        self.on_store_reset: Callable[[], None] | None = None
         self.stats = WriterStats()
+        self._throttle = Throttle()
+        self.set_aside: deque[SetAside] = deque(maxlen=50)  # the newest entities the store refused
 
     # --- producer side (never awaits) ---------------------------------------------------
     def put_call(self, call: CallRecord, *, urgent: bool = False, index: bool = True) -> None:
@@ -125,6 +165,22 @@ class StoreWriter:
 
     def put_rollup(self, delta: RollupDelta) -> None:
         self._rollup.merge(delta)
+
+    def _check_store_reset(self) -> None:
+        if self._t.generation == self._generation:
+            return
+        self._generation = self._t.generation
+        # Tables were created again, so rows this writer believes written may be gone: forget
+        # those beliefs so the next writes put them back (bucket list, newest-first and live rows,
+        # the rollup's cached ETag).
+        self._buckets.clear()
+        self._in_recent.clear()
+        self._in_active.clear()
+        self._rollup_cache.entity = self._rollup_cache.etag = None
+        self.stats.store_resets += 1
+        log.warning("the store lost its tables; rewriting what this replica holds")
+        if self.on_store_reset is not None:
+            self.on_store_reset()
 
     def _enforce_bound(self) -> None:
         while self._turn_count > self._max_turns:
@@ -180,6 +236,7 @@ class StoreWriter:
         """Write what is due (everything when `force`). True when nothing failed."""
         async with self._lock:
             self.stats.flushes += 1
+            self._check_store_reset()
             # The shared index first: it is what dashboards read, and it is one or two requests.
             ok = await self._flush_index()
             ok = await self._flush_calls(force) and ok
@@ -201,7 +258,10 @@ class StoreWriter:
             return True
         except (TimeoutError, AzureError, OSError) as exc:
             self.stats.failures += 1
-            log.warning("rollup update failed, will retry: %s", type(exc).__name__)
+            if (skipped := self._throttle.due("rollup")) is not None:
+                log.warning(
+                    "rollup update failed, will retry: %s (%d more since the last line)", type(exc).__name__, skipped
+                )
             return False
         finally:
             self.stats.requests += self._rollup_cache.requests - before
@@ -321,8 +381,11 @@ class StoreWriter:
         return sorted(pending.turns.values(), key=lambda t: t.seq)
 
     async def _submit(self, client: Any, ops: list[tuple[Any, ...]]) -> bool:
+        """Write `ops` in transactions. False when the store could not be reached (retry later).
+        An entity the store refuses as invalid is set aside, never retried, and never holds up
+        the others: a refused transaction is split and its entities written one by one."""
         for start in range(0, len(ops), _BATCH):
-            chunk = ops[start : start + _BATCH]
+            chunk = [op for op in ops[start : start + _BATCH] if self._valid(op)]
             if not chunk:
                 continue
             self.stats.requests += 1
@@ -335,8 +398,42 @@ class StoreWriter:
                 else:
                     self.stats.transactions += 1
                     await client.submit_transaction(chunk)
+            except HttpResponseError as exc:
+                if not refused_as_invalid(exc):
+                    return self._failed(exc)
+                if len(chunk) == 1:
+                    self._set_aside(chunk[0], f"{exc.status_code} {getattr(exc, 'error_code', '') or ''}".strip())
+                    continue
+                for op in chunk:
+                    if not await self._submit(client, [op]):
+                        return False
             except (TimeoutError, AzureError, OSError) as exc:
-                self.stats.failures += 1
-                log.warning("table write failed, will retry: %s", type(exc).__name__)
-                return False
+                return self._failed(exc)
         return True
+
+    def _failed(self, exc: BaseException) -> bool:
+        self.stats.failures += 1
+        if (skipped := self._throttle.due("write")) is not None:
+            log.warning(
+                "table write failed at %s, will retry: %s (%d more since the last line)",
+                self._t.endpoint,
+                type(exc).__name__,
+                skipped,
+            )
+        return False
+
+    def _valid(self, op: tuple[Any, ...]) -> bool:
+        problem = key_problem(op[1])
+        if problem is not None:
+            self._set_aside(op, problem)
+        return problem is None
+
+    def _set_aside(self, op: tuple[Any, ...], reason: str) -> None:
+        entity = op[1]
+        self.stats.set_aside += 1
+        self.set_aside.append(SetAside(str(entity.get("PartitionKey"))[:80], str(entity.get("RowKey"))[:80], reason))
+        log.error(
+            "the store refused an entity (%s); set aside, the rest written",
+            reason,
+            extra={"partition": str(entity.get("PartitionKey"))[:80]},
+        )
