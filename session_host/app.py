@@ -32,6 +32,7 @@ from session_host.live import LiveFeed
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
 from session_host.registry import CallRegistry
 from session_host.session import CallSession, SessionOptions
+from session_host.sign_in import SignInLimiter
 
 log = logging.getLogger("session_host")
 
@@ -172,9 +173,11 @@ def create_app(
     telemetry: Telemetry | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[json_errors, auth.admin_auth, api.store_unavailable], client_max_size=1024 * 1024
+        middlewares=[json_errors, auth.security_headers, auth.admin_auth, api.store_unavailable],
+        client_max_size=1024 * 1024,
     )
     app[keys.THROTTLE] = Throttle()
+    app[keys.SIGN_IN] = SignInLimiter()
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
         lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6))

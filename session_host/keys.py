@@ -17,6 +17,7 @@ from session_host.live import LiveFeed
 from session_host.ownership import Heartbeat
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
+from session_host.sign_in import SignInLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
@@ -33,3 +34,4 @@ TELEMETRY = web.AppKey("telemetry", Telemetry)
 LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
 THROTTLE = web.AppKey("log_throttle", Throttle)
+SIGN_IN = web.AppKey("sign_in_limiter", SignInLimiter)

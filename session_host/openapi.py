@@ -97,7 +97,7 @@ class SessionOut(_Strict):
 
 class ServiceInfo(BaseModel):
     service: str
-    replica: str
+    replica: str | None = Field(default=None, description="only for admin callers, with model, capacity and load")
     endpoints: list[str]
 
 
@@ -177,7 +177,13 @@ ROUTES: list[Route] = [
         errors={"503": "not ready (the body says which check failed)"},
         public=True,
     ),
-    Route("/", "get", "Service information and the list of endpoints", ServiceInfo, public=True),
+    Route(
+        "/",
+        "get",
+        "Service name and the list of endpoints (host, model and load for admin callers)",
+        ServiceInfo,
+        public=True,
+    ),
 ]
 
 

@@ -25,7 +25,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from callplane.settings import Settings
 
-TABLES = ("calls", "callindex", "rollups", "webhooks", "leases")
+TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions")
 log = logging.getLogger("callplane.store")
 
 
@@ -160,14 +160,18 @@ class Tables:
     rollups: TableOps
     webhooks: TableOps
     leases: TableOps
+    sessions: TableOps
     store: StoreLoop | None = None
     # Bumped whenever a table had to be created again: whatever a writer cached as "already in
     # the store" (index buckets, live rows, rollup ETags) may be gone.
     generation: int = 0
 
     def __post_init__(self) -> None:
-        for ops in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
+        for ops in self.all():
             ops.on_recreated = self._bump
+
+    def all(self) -> tuple[TableOps, ...]:
+        return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions)
 
     def _bump(self) -> None:
         self.generation += 1
@@ -190,7 +194,7 @@ class Tables:
         return await self.run(there)
 
     async def close(self) -> None:
-        for ops in (self.calls, self.callindex, self.rollups, self.webhooks, self.leases):
+        for ops in self.all():
             await ops.close()
         await self.run(self.service.close)
         if self.store is not None:
@@ -224,7 +228,8 @@ def open_tables(settings: Settings, *, own_thread: bool = False) -> Tables:
     store = StoreLoop() if own_thread else None
     names = [f"{settings.table_prefix}{name}" for name in TABLES]
     ops = [TableOps(service.get_table_client(name), store) for name in names]
-    return Tables(service, ops[0], ops[1], ops[2], ops[3], ops[4], store)
+    calls, callindex, rollups, webhooks, leases, sessions = ops
+    return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, store=store)
 
 
 async def ensure_tables(tables: Tables) -> None:
@@ -234,5 +239,5 @@ async def ensure_tables(tables: Tables) -> None:
         except ResourceExistsError:
             pass
 
-    for ops in (tables.calls, tables.callindex, tables.rollups, tables.webhooks, tables.leases):
+    for ops in tables.all():
         await tables.run(lambda name=ops.table_name: create(name))  # type: ignore[misc]

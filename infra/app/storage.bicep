@@ -61,6 +61,11 @@ resource leases 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
   name: 'leases'
 }
 
+resource adminsessions 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: 'adminsessions'
+}
+
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output tableEndpoint string = account.properties.primaryEndpoints.table
