@@ -17,6 +17,7 @@ HANDOFF_PATH = "/internal/calls"
 # The webhook's body limit plus room for the hand-off's own fields: whatever SIP headers the
 # webhook accepted, the hand-off carries.
 MAX_HANDOFF = 1024 * 1024 + 64 * 1024
+STORED_HEADER_BYTES = 16 * 1024
 
 
 def clean_text(value: str) -> str:
@@ -39,6 +40,20 @@ class HandoffRequest(BaseModel):
 
     def body(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), separators=(",", ":")).encode()
+
+    def compact(self) -> HandoffRequest:
+        """The request as stored with the call's lease (a table property holds 64 KiB): SIP
+        headers cut to STORED_HEADER_BYTES in all, each value to 1 KiB. The session needs only
+        the caller's number, which is already taken out."""
+        kept: list[SipHeader] = []
+        budget = STORED_HEADER_BYTES
+        for header in self.sipHeaders:
+            value = header.value[:1024]
+            budget -= len(header.name) + len(value)
+            if budget < 0:
+                break
+            kept.append(SipHeader(name=header.name[:256], value=value))
+        return self.model_copy(update={"sipHeaders": kept})
 
 
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+)", re.IGNORECASE)

@@ -7,7 +7,8 @@ from typing import Any
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # E.164 / national numbers: 7+ digits, optionally with +, spaces, dashes, dots or brackets between.
-_PHONE = re.compile(r"(?<![\w])\+?\d(?:[\d\s().-]{5,}\d)(?![\w])")
+# A letter right after the last digit (`+14255550123x`, `0123ext`) still ends the number.
+_PHONE = re.compile(r"(?<![\w])\+?\d(?:[\d\s().-]{5,}\d)(?!\d)")
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -37,10 +38,18 @@ def redact_value(value: Any) -> Any:
 
 
 def mask_phone(phone: str | None, keep: int = 4) -> str:
-    """For display (dashboard): everything but the last `keep` digits becomes a bullet."""
+    """For display (API, dashboard): everything but the last `keep` digits becomes a bullet; a
+    short number (an extension, a short code) is all bullets, since its tail is most of it."""
     if not phone:
         return "unknown"
     digits = re.sub(r"\D", "", phone)
-    if len(digits) <= keep:
-        return phone
+    if not digits or "•" in phone:
+        return phone  # not a number ("anonymous"), or masked already
+    if len(digits) < 7:
+        return "•" * len(digits)
     return "•" * (len(digits) - keep) + digits[-keep:]
+
+
+def mask_digits(text: str) -> str:
+    """Every digit becomes a bullet: for text quoted from a caller (a spoken number, an order id)."""
+    return re.sub(r"\d", "•", text)

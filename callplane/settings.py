@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     storage_connection_string: str = Field(default="", alias="STORAGE_CONNECTION_STRING")
     storage_table_endpoint: str = Field(default="", alias="STORAGE_TABLE_ENDPOINT")
     admin_token: str = Field(default="", alias="ADMIN_TOKEN")
+    # Callers' numbers leave the API and the dashboard feed masked unless this is set.
+    show_caller_numbers: bool = Field(default=False, alias="SHOW_CALLER_NUMBERS")
     max_calls_per_replica: int = Field(default=200, alias="MAX_CALLS_PER_REPLICA", ge=1)
     overflow_target_uri: str = Field(default="", alias="OVERFLOW_TARGET_URI")
     caller_allow: str = Field(default="", alias="CALLER_ALLOW")

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from callplane import signing
 from callplane.call_control import CallControl, CallControlError
 from callplane.clock import now_ms
-from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone, e164
+from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone, clean_text, e164
 from callplane.ids import BadId, check_id
 from callplane.session_config import VoiceMode, accept_body
 from callplane.settings import Settings
@@ -126,7 +126,7 @@ def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: 
             log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
             return Reply(401, {"error": f"invalid webhook signature: {exc}"})
     try:
-        doc = json.loads(body)
+        doc = _scrub(json.loads(body))
     except (ValueError, UnicodeDecodeError):
         return Reply(400, {"error": "body is not JSON"})
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
@@ -148,6 +148,22 @@ def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: 
     return HandoffRequest(
         callId=call_id, callerPhone=caller_phone(sip), sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
     )
+
+
+def _scrub(value: Any) -> Any:
+    """JSON may carry a lone surrogate (`\\ud800`) that no UTF-8 encoder or validator takes:
+    replaced (U+FFFD) everywhere, so a SIP header holding one cannot fail the call."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return clean_text(value)
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def _first_error(exc: ValidationError) -> str:

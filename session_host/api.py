@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -10,8 +11,10 @@ from aiohttp import web
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from callplane.clock import now_ms
+from callplane.ids import BadId, check_id
+from callplane.store.models import call_out
 from callplane.store.rollups import read_stats
-from session_host import health, keys, openapi
+from session_host import auth, health, keys, openapi
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LIMIT = 200
@@ -69,6 +72,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def service_info(request: web.Request) -> web.Response:
     app = request.app
     settings = app[keys.SETTINGS]
+    if not await auth.authorized(request):
+        # Unauthenticated callers learn what the service is and where its API is, nothing about
+        # the host, model, capacity or load.
+        return web.json_response({"service": "voice-agent session host", "endpoints": openapi.endpoints()})
     return web.json_response(
         {
             "service": "voice-agent session host",
@@ -121,24 +128,34 @@ async def list_calls(request: web.Request) -> web.Response:
         calls, nxt = await request.app[keys.READER].list_recent(limit, request.query.get("next") or None)
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls), "next": nxt})
+    show = request.app[keys.SETTINGS].show_caller_numbers
+    return web.json_response({"calls": [call_out(c, show) for c in calls], "count": len(calls), "next": nxt})
 
 
 async def active_calls(request: web.Request) -> web.Response:
     limit = _limit(request, default=MAX_LIMIT)
     calls = (await request.app[keys.READER].list_active())[:limit]
-    return web.json_response({"calls": [c.model_dump(mode="json") for c in calls], "count": len(calls)})
+    show = request.app[keys.SETTINGS].show_caller_numbers
+    return web.json_response({"calls": [call_out(c, show) for c in calls], "count": len(calls)})
+
+
+def _call_id(request: web.Request) -> str:
+    """The path's call id, checked like every entry (it becomes a table key): 400 otherwise."""
+    try:
+        return check_id("call id", request.match_info["call_id"])
+    except BadId as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": str(exc)}), content_type="application/json") from None
 
 
 async def get_call(request: web.Request) -> web.Response:
-    call = await request.app[keys.READER].get_call(request.match_info["call_id"])
+    call = await request.app[keys.READER].get_call(_call_id(request))
     if call is None:
         return web.json_response({"error": "Call not found"}, status=404)
-    return web.json_response(call.model_dump(mode="json"))
+    return web.json_response(call_out(call, request.app[keys.SETTINGS].show_caller_numbers))
 
 
 async def get_transcript(request: web.Request) -> web.Response:
-    call_id = request.match_info["call_id"]
+    call_id = _call_id(request)
     reader = request.app[keys.READER]
     turns = await reader.transcript(call_id)
     if not turns and await reader.get_call(call_id) is None:

@@ -91,12 +91,13 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     app[keys.REGISTRY].start(session)
 
 
-def _put_live_calls_again(app: web.Application) -> None:
-    """The store came back without its tables: this replica's live calls are put again, with
-    their "started" counts, so they are listed and counted once they end."""
+def _put_live_calls_again(app: web.Application, counts_lost_before: int) -> None:
+    """The store came back without its tables: this replica's live calls are put again so they
+    are listed, and, when the rollups went too, the "started" counts written before the loss."""
     writer = app[keys.WRITER]
     for session in list(app[keys.REGISTRY].sessions.values()):
-        writer.put_rollup(call_started())
+        if session.counted_at_ms and session.counted_at_ms < counts_lost_before:
+            writer.put_rollup(call_started())
         writer.put_call(session.call, urgent=True)
 
 
@@ -126,7 +127,9 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-    feed = LiveFeed(app[keys.TABLES], app[keys.READER], app[keys.STARTED])
+    feed = LiveFeed(
+        app[keys.TABLES], app[keys.READER], app[keys.STARTED], show_numbers=app[keys.SETTINGS].show_caller_numbers
+    )
     feed.start()
     app[keys.LIVE] = feed
     yield
@@ -151,7 +154,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.HEARTBEAT] = heartbeat
     registry.before_handover = heartbeat.announce_draining
-    app[keys.WRITER].on_store_reset = lambda: _put_live_calls_again(app)
+    app[keys.WRITER].on_store_reset = lambda lost_before: _put_live_calls_again(app, lost_before)
     await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
     tasks = [
         asyncio.create_task(heartbeat.run(), name="heartbeat"),

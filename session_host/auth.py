@@ -146,7 +146,9 @@ async def create_session(request: web.Request) -> web.Response:
 async def _forget_expired(table: TableOps, now: int) -> None:
     """Sign-ins are rare, so each one clears a few expired sessions: the partition stays small."""
     expired = await table.query(
-        "PartitionKey eq @pk and absoluteUntil lt @now", {"pk": SESSION_PK, "now": str(now)}, parse=lambda e: e["RowKey"]
+        "PartitionKey eq @pk and absoluteUntil lt @now",
+        {"pk": SESSION_PK, "now": str(now)},
+        parse=lambda e: e["RowKey"],
     )
     for row_key in expired[:20]:
         try:

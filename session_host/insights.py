@@ -11,6 +11,8 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
+from callplane.redact import mask_digits
+
 Sentiment = Literal["positive", "neutral", "negative"]
 
 _POSITIVE = {
@@ -84,6 +86,20 @@ def call_sentiment(user_texts: Sequence[str], barge_ins: int, wanted_human: bool
     return "neutral"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """The caller's words for a summary: digits masked (a spoken phone or card number must not be
+    stored in clear), cut at a word boundary with an ellipsis, never mid-word."""
+    text = mask_digits(" ".join(text.split()))
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(",.;:") + "…"
+
+
 def summarize(
     status: str,
     end_reason: str | None,
@@ -95,13 +111,13 @@ def summarize(
 ) -> str:
     parts = []
     if first_user_text:
-        parts.append(f'Caller opened with "{first_user_text[:80]}".')
+        parts.append(f'Caller opened with "{_quote(first_user_text)}".')
     if tools:
         uniq = list(dict.fromkeys(tools))
         parts.append("Used " + ", ".join(uniq) + ".")
     else:
         parts.append("No tools used.")
     secs = round((duration_ms or 0) / 1000)
-    parts.append(f"{turns} turns over {secs}s, {barge_ins} barge-ins.")
+    parts.append(f"{_count(turns, 'turn')} over {secs}s, {_count(barge_ins, 'barge-in')}.")
     parts.append(f"Ended {status}" + (f" ({end_reason})." if end_reason else "."))
     return " ".join(parts)

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from callplane.clock import now_ms, percentile
 from callplane.store.calls import CallReader
+from callplane.store.models import call_out
 from callplane.store.rollups import read_stats
 from callplane.store.tables import Tables
 
@@ -50,8 +51,11 @@ def _latency_series(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class LiveFeed:
-    def __init__(self, tables: Tables, reader: CallReader, started_ms: int, interval: float = 0.5) -> None:
+    def __init__(
+        self, tables: Tables, reader: CallReader, started_ms: int, interval: float = 0.5, show_numbers: bool = False
+    ) -> None:
         self._tables = tables
+        self._show_numbers = show_numbers
         self._reader = reader
         self._started = started_ms
         self.interval = interval
@@ -111,8 +115,8 @@ class LiveFeed:
         self.polls += 1
         stats, active_calls = await asyncio.gather(read_stats(self._tables), self._reader.list_active())
         recent_calls, _ = await self._reader.list_recent(RECENT, active=active_calls)
-        active = [c.model_dump(mode="json") for c in active_calls]
-        recent = [c.model_dump(mode="json") for c in recent_calls]
+        active = [call_out(c, self._show_numbers) for c in active_calls]
+        recent = [call_out(c, self._show_numbers) for c in recent_calls]
         stats["activeCalls"] = len(active)
         # Rollups count a call's tools when it ends; add the live calls' so the chart moves now.
         for call in active:

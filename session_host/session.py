@@ -150,6 +150,7 @@ class CallSession:
         self._yielded = False  # another replica owns the call now: stop without touching it
         self._handing_over = False
         self._connected_once = False
+        self.counted_at_ms = 0  # when this replica put the call's "started" count (0: a peer did)
         if resumed is not None:
             # Taking over from a replica that stopped or died: go on from the stored state.
             self.call = resumed.model_copy(update={"replica": replica, "status": CallStatus.ACTIVE})
@@ -189,6 +190,7 @@ class CallSession:
         if self.resumed is None:
             self.telemetry.calls_started.add(1)
             self.writer.put_rollup(call_started())
+            self.counted_at_ms = now_ms()
         self.writer.put_live(self.call)
         # What a session cancelled from outside (the process closing) is recorded as: never
         # "completed", which would claim the caller hung up.

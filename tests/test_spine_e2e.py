@@ -20,7 +20,7 @@ async def test_greeting_call_is_stored_and_listed(conn: str, dialect: str) -> No
 
         call = await stack.wait_call(call_id)
         assert call["status"] == "completed"
-        assert call["callerPhone"] == "+14255550199"
+        assert call["callerPhone"] == "•••••••0199", "numbers leave the API masked by default"
         assert call["endTime"] >= call["startTime"]
         assert call["duration"] == call["endTime"] - call["startTime"]
         assert call["responseCount"] == 1

@@ -93,7 +93,7 @@ async def test_forged_unsigned_stale_and_malformed(conn: str) -> None:
         status, doc = await post(stack, body, signing.sign_headers(secret, body))
         assert status == 200 and doc["accepted"] is True
         stored = await stack.wait_call(call.call_id)
-        assert stored["callerPhone"] == "+15550001111"
+        assert stored["callerPhone"] == "•••••••1111"
 
 
 async def test_duplicate_delivery_accepts_once(conn: str) -> None:

@@ -74,7 +74,9 @@ def _beat(entity: dict[str, object], etag: str) -> Beat:
 
 def _entity(req: HandoffRequest, owner: str, handover: bool = False, attached: bool = False) -> dict[str, object]:
     return to_entity(
-        PK, req.callId, {"owner": owner, "handover": handover, "attached": attached, "request": req.model_dump_json()}
+        PK,
+        req.callId,
+        {"owner": owner, "handover": handover, "attached": attached, "request": req.compact().model_dump_json()},
     )
 
 

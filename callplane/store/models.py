@@ -9,6 +9,8 @@ from typing import Any, Literal
 from azure.data.tables import EdmType, EntityProperty
 from pydantic import BaseModel, ConfigDict, Field
 
+from callplane.redact import mask_phone
+
 
 class CallStatus(StrEnum):
     ACTIVE = "active"
@@ -114,3 +116,12 @@ def call_entity(pk: str, rk: str, call: CallRecord) -> dict[str, Any]:
 
 def call_from_entity(entity: dict[str, Any]) -> CallRecord:
     return CallRecord.model_validate(from_entity(entity))
+
+
+def call_out(call: CallRecord, show_numbers: bool = False) -> dict[str, Any]:
+    """A call as the API and the live feed send it: the caller's number masked unless the
+    deployment asked for full numbers (SHOW_CALLER_NUMBERS)."""
+    doc = call.model_dump(mode="json")
+    if not show_numbers and doc.get("callerPhone"):
+        doc["callerPhone"] = mask_phone(doc["callerPhone"])
+    return doc

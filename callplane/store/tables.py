@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -66,7 +66,7 @@ class TableOps:
     def __init__(self, client: TableClient, store: StoreLoop | None) -> None:
         self.client = client
         self._store = store
-        self.on_recreated: Callable[[], None] | None = None
+        self.on_recreated: Callable[[str], None] | None = None
 
     @property
     def table_name(self) -> str:
@@ -94,7 +94,7 @@ class TableOps:
         except ResourceExistsError:
             pass
         if self.on_recreated is not None:
-            self.on_recreated()
+            self.on_recreated(self.table_name)
 
     async def create_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
         return dict(await self._run(lambda: self.client.create_entity(entity, **kw)))
@@ -163,8 +163,12 @@ class Tables:
     sessions: TableOps
     store: StoreLoop | None = None
     # Bumped whenever a table had to be created again: whatever a writer cached as "already in
-    # the store" (index buckets, live rows, rollup ETags) may be gone.
-    generation: int = 0
+    # the store" (index buckets, live rows, rollup ETags) may be gone. Per table name.
+    generations: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def generation(self) -> int:
+        return sum(self.generations.values())
 
     def __post_init__(self) -> None:
         for ops in self.all():
@@ -173,8 +177,8 @@ class Tables:
     def all(self) -> tuple[TableOps, ...]:
         return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions)
 
-    def _bump(self) -> None:
-        self.generation += 1
+    def _bump(self, table_name: str) -> None:
+        self.generations[table_name] = self.generations.get(table_name, 0) + 1
 
     @property
     def endpoint(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
+from callplane.clock import now_ms
 from callplane.logs import Throttle
 from callplane.store.calls import (
     ACTIVE_PK,
@@ -133,9 +134,12 @@ class StoreWriter:
         self._buckets: set[str] = set()  # hour buckets this writer has listed already
         self._in_active: set[str] = set()  # live calls whose active row this writer wrote
         self._generation = tables.generation
-        # Called when the store turned out to have lost tables (it came back empty): the owner
-        # puts its live calls and their "started" counts again.
-        self.on_store_reset: Callable[[], None] | None = None
+        self._rollups_generation = tables.generations.get(tables.rollups.table_name, 0)
+        self._rollup_ok_ms = 0  # when a rollup delta last reached the store
+        # Called when the store turned out to have lost tables (it came back empty), with the
+        # time before which this writer's rollup counts are lost too (0: the rollups survived):
+        # the owner puts its live calls again, and the "started" counts it had written.
+        self.on_store_reset: Callable[[int], None] | None = None
         self.stats = WriterStats()
         self._throttle = Throttle()
         self.set_aside: deque[SetAside] = deque(maxlen=50)  # the newest entities the store refused
@@ -170,6 +174,9 @@ class StoreWriter:
         if self._t.generation == self._generation:
             return
         self._generation = self._t.generation
+        rollups_generation = self._t.generations.get(self._t.rollups.table_name, 0)
+        counts_lost_before = self._rollup_ok_ms if rollups_generation != self._rollups_generation else 0
+        self._rollups_generation = rollups_generation
         # Tables were created again, so rows this writer believes written may be gone: forget
         # those beliefs so the next writes put them back (bucket list, newest-first and live rows,
         # the rollup's cached ETag).
@@ -180,7 +187,7 @@ class StoreWriter:
         self.stats.store_resets += 1
         log.warning("the store lost its tables; rewriting what this replica holds")
         if self.on_store_reset is not None:
-            self.on_store_reset()
+            self.on_store_reset(counts_lost_before)
 
     def _enforce_bound(self) -> None:
         while self._turn_count > self._max_turns:
@@ -251,10 +258,15 @@ class StoreWriter:
                 return True
             self._rollup_in_doubt, self._rollup = self._rollup, RollupDelta()
         before = self._rollup_cache.requests
+        generation = self._t.generations.get(self._t.rollups.table_name, 0)
         try:
             conflicts = await apply_delta(self._t, self._rollup_in_doubt, cache=self._rollup_cache)
             self.stats.rollup_conflicts += conflicts
             self._rollup_in_doubt = None
+            if self._t.generations.get(self._t.rollups.table_name, 0) == generation:
+                # (A delta written into a table recreated just now survived; what was lost is what
+                # the previous write had counted, so its time stays the mark.)
+                self._rollup_ok_ms = now_ms()
             return True
         except (TimeoutError, AzureError, OSError) as exc:
             self.stats.failures += 1
@@ -364,13 +376,16 @@ class StoreWriter:
     async def _remove_from_active(self, call_ids: list[str]) -> bool:
         ok = True
         for call_id in call_ids:
+            if key_problem({"PartitionKey": ACTIVE_PK, "RowKey": call_id}) is not None:
+                continue  # never written either: its upsert was set aside
             try:
                 self.stats.requests += 1
                 await remove_from_active(self._t, call_id)
+            except HttpResponseError as exc:
+                if not refused_as_invalid(exc):
+                    ok = self._failed(exc) and ok
             except AzureError as exc:
-                ok = False
-                self.stats.failures += 1
-                log.warning("index delete failed: %s", type(exc).__name__)
+                ok = self._failed(exc) and ok
         return ok
 
     def _tail_turns(self, call: CallRecord) -> list[TranscriptTurn]:

@@ -18,8 +18,11 @@ function el(tag, attrs = {}, ...children) {
 
 function maskPhone(phone) {
   if (!phone) return "unknown";
+  if (phone.includes("•")) return phone;  // the API masks numbers unless SHOW_CALLER_NUMBERS is set
   const digits = phone.replace(/\D/g, "");
-  return digits.length <= 4 ? phone : "•".repeat(Math.min(digits.length - 4, 7)) + digits.slice(-4);
+  if (!digits) return phone;
+  if (digits.length < 7) return "•".repeat(digits.length);
+  return "•".repeat(Math.min(digits.length - 4, 7)) + digits.slice(-4);
 }
 
 function fmtDuration(ms) {
