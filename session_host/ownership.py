@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
@@ -139,7 +139,19 @@ class Heartbeat:
 
     async def beat(self) -> bool:
         try:
-            fresh = await leases.beat(self.tables, self.replica, self.timing.ttl_ms, self._etag, draining=self.draining)
+            try:
+                fresh = await leases.beat(
+                    self.tables, self.replica, self.timing.ttl_ms, self._etag, draining=self.draining
+                )
+            except ResourceNotFoundError:
+                # Our heartbeat is gone, so the store lost its leases (it came back empty): beat
+                # afresh and take every local call's lease again. Acquiring is guarded, so a call
+                # a peer holds meanwhile is let go of, not doubled.
+                log.warning("the heartbeat was missing from the store; re-taking this replica's leases")
+                fresh = await leases.beat(self.tables, self.replica, self.timing.ttl_ms, None, draining=self.draining)
+                assert fresh is not None
+                for keeper in self.local().values():
+                    keeper.lease = None
             if fresh is None:
                 # A peer found us expired and took some calls. Beat unconditionally first (no
                 # further claim can succeed), then let go of whatever is no longer ours.

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import tree_sitter as ts
 import tree_sitter_bicep as tsb
@@ -189,3 +190,106 @@ ALL = [
     check_runtime,
     check_service_names,
 ]
+
+
+# --- resource bodies against Azure's generated types (infra/types/azure-types.json) -------------
+TOP_LEVEL_EXTRA = {"dependsOn", "scope", "parent"}  # Bicep's own, not part of the resource body
+
+
+def load_types(root: Path) -> dict[str, object]:
+    return json.loads((root / "infra" / "types" / "azure-types.json").read_text())  # type: ignore[no-any-return]
+
+
+def _key(prop: ts.Node) -> str | None:
+    first = prop.named_children[0]
+    if first.type == "identifier":
+        return first.text.decode()
+    if first.type == "string" and len(first.named_children) == 1 and first.named_children[0].type == "string_content":
+        return first.named_children[0].text.decode()
+    return None  # an interpolated key: not checkable
+
+
+def _string_literal(node: ts.Node) -> str | None:
+    if node.type == "string" and len(node.named_children) == 1 and node.named_children[0].type == "string_content":
+        return node.named_children[0].text.decode()
+    return None
+
+
+class TypeChecker:
+    def __init__(self, types: dict[str, Any]) -> None:
+        self.shapes: dict[str, Any] = types["shapes"]
+        self.resources: dict[str, str] = types["resources"]
+
+    def resource(self, type_name: str, body: ts.Node, where: str) -> list[str]:
+        key = self.resources.get(type_name)
+        if key is None:
+            return [f"{where}: {type_name} is not in infra/types/azure-types.json (run infra/types/extract.py)"]
+        return self.check(body, key, where, top=True)
+
+    def check(self, node: ts.Node, key: str | None, where: str, top: bool = False) -> list[str]:
+        if key is None or node.type not in ("object", "array"):
+            return []  # a scalar, or an expression whose shape is only known at deploy time
+        shape = self.shapes[key]
+        if "union" in shape:
+            results = [self.check(node, member, where, top) for member in shape["union"]]
+            return min(results, key=len)
+        if "array" in shape:
+            if node.type != "array":
+                return [f"{where}: an array is expected"]
+            return [p for item in node.named_children for p in self.check(item, shape["array"], f"{where}[]")]
+        if node.type != "object":
+            return [f"{where}: an object is expected"]
+        props = dict(shape.get("object") or shape.get("base") or {})
+        if "discriminator" in shape:
+            chosen = None
+            for prop in node.named_children:
+                if prop.type == "object_property" and _key(prop) == shape["discriminator"]:
+                    chosen = _string_literal(prop.named_children[-1])
+            element = shape["elements"].get(chosen) if chosen is not None else None
+            if chosen is not None and element is None:
+                return [f"{where}.{shape['discriminator']}: '{chosen}' is not one of {sorted(shape['elements'])}"]
+            if element is not None:
+                props.update(self.shapes[element].get("object", {}))
+            else:
+                for el in shape["elements"].values():
+                    props.update(self.shapes[el].get("object", {}))
+        problems: list[str] = []
+        seen: set[str] = set()
+        for prop in node.named_children:
+            if prop.type != "object_property" or prop.named_children[0].type == "resource_declaration":
+                continue
+            name = _key(prop)
+            if name is None:
+                continue
+            seen.add(name)
+            if top and name in TOP_LEVEL_EXTRA:
+                continue
+            spec = props.get(name)
+            if spec is None:
+                if not shape.get("additional"):
+                    problems.append(f"{where}.{name}: no such property in the resource type")
+                continue
+            if spec["readOnly"]:
+                problems.append(f"{where}.{name}: read-only in the resource type; it cannot be set")
+            problems += self.check(prop.named_children[-1], spec["type"], f"{where}.{name}")
+        for name, spec in props.items():
+            if spec["required"] and name not in seen and not (top and name in ("name",)):
+                problems.append(f"{where}.{name}: required by the resource type but not set")
+        return problems
+
+
+def check_resource_types(root: Path) -> list[str]:
+    checker = TypeChecker(load_types(root))  # type: ignore[arg-type]
+    problems: list[str] = []
+    for f in bicep_files(root):
+        tree = PARSER.parse(f.read_bytes())
+        for decl in tree.root_node.named_children:
+            if decl.type != "resource_declaration" or any(c.type == "existing" for c in decl.children):
+                continue
+            type_name = _string_literal(decl.named_children[1]) or ""
+            body = decl.named_children[-1]
+            while body.type in ("if_statement", "for_statement"):
+                body = body.named_children[-1]
+            where = f"{f.relative_to(root)}:{decl.start_point[0] + 1} {decl.named_children[0].text.decode()}"
+            problems += checker.resource(type_name, body, where)
+    return problems

@@ -108,14 +108,15 @@ async def beat(
     expires_ms: int | None = None,
 ) -> Beat | None:
     """Renew our heartbeat. With `etag`, None when it changed since: a peer declared us dead and
-    took some of our calls. Without it, (re)start the heartbeat unconditionally."""
+    took some of our calls; ResourceNotFoundError when it is gone (the store lost it: no peer
+    deletes a heartbeat that owns calls). Without it, (re)start the heartbeat unconditionally."""
     entity = _beat_entity(replica, now_ms() + ttl_ms if expires_ms is None else expires_ms, draining)
     if etag is None:
         meta = await tables.leases.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return _beat(entity, meta["etag"])
     try:
         meta = await tables.leases.update_entity(entity, **_guarded(etag))
-    except (ResourceModifiedError, ResourceNotFoundError):
+    except ResourceModifiedError:
         return None
     return _beat(entity, meta["etag"])
 
