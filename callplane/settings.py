@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callplane.vault import KeyVaultSource, SecretSource, read_secrets, wanted_for
+
 log = logging.getLogger(__name__)
 
 
@@ -110,6 +112,9 @@ class Settings(BaseSettings):
     storage_connection_string: str = Field(default="", alias="STORAGE_CONNECTION_STRING")
     storage_table_endpoint: str = Field(default="", alias="STORAGE_TABLE_ENDPOINT")
     admin_token: str = Field(default="", alias="ADMIN_TOKEN")
+    # In Azure: the vault the apps read their secrets from at start-up (callplane/vault.py).
+    key_vault_uri: str = Field(default="", alias="KEY_VAULT_URI")
+    azure_client_id: str = Field(default="", alias="AZURE_CLIENT_ID")
     # Callers' numbers leave the API and the dashboard feed masked unless this is set.
     show_caller_numbers: bool = Field(default=False, alias="SHOW_CALLER_NUMBERS")
     max_calls_per_replica: int = Field(default=200, alias="MAX_CALLS_PER_REPLICA", ge=1)
@@ -262,14 +267,31 @@ def _from_validation_error(exc: ValidationError) -> ConfigError:
     return ConfigError.of(problems)
 
 
-def build_settings(role: Role, env: dict[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
+# The secrets each deployable needs, which it reads from Key Vault when KEY_VAULT_URI is set.
+ROLE_SECRETS = {
+    Role.FUNCTION_APP: ["OPENAI_WEBHOOK_SECRET", "HANDOFF_SECRET"],
+    Role.SESSION_HOST: ["HANDOFF_SECRET", "ADMIN_TOKEN"],
+    Role.SIMULATOR: [],
+}
+
+
+def build_settings(
+    role: Role,
+    env: dict[str, str] | None = None,
+    *,
+    env_file: str | None = ".env",
+    secret_source: SecretSource | None = None,
+    vault_deadline_s: float = 180.0,
+) -> Settings:
     """Validate settings for `role`; raises ConfigError with every problem found. `env` replaces
-    os.environ (tests)."""
+    os.environ (tests). With KEY_VAULT_URI set, secrets the environment leaves empty are read from
+    the vault first (`secret_source` replaces the vault in tests)."""
+    from_vault = _from_vault(role, env, env_file, secret_source, vault_deadline_s)
 
     def read(overrides: dict[str, Any]) -> Settings:
         if env is None:
-            return Settings(_env_file=env_file, **overrides)
-        return Settings.model_validate({**env, **overrides})
+            return Settings(_env_file=env_file, **{**from_vault, **overrides})
+        return Settings.model_validate({**env, **from_vault, **overrides})
 
     try:
         settings = read({})
@@ -290,6 +312,27 @@ def build_settings(role: Role, env: dict[str, str] | None = None, *, env_file: s
         raise ConfigError.of(invalid.problems + [p for p in rest if p[0] not in seen]) from None
     settings.check(role, env)
     return settings
+
+
+def _from_vault(
+    role: Role, env: dict[str, str] | None, env_file: str | None, source: SecretSource | None, deadline_s: float
+) -> dict[str, str]:
+    values = dict(os.environ) if env is None else dict(env)
+    if env is None and env_file:
+        from dotenv import dotenv_values
+
+        values = {**{k: v for k, v in dotenv_values(env_file).items() if v}, **{k: v for k, v in values.items() if v}}
+    uri = values.get("KEY_VAULT_URI", "")
+    if not uri:
+        return {}
+    wanted = wanted_for(ROLE_SECRETS[role], values)
+    if not wanted:
+        return {}
+    try:
+        source = source or KeyVaultSource(uri, values.get("AZURE_CLIENT_ID", ""))
+        return read_secrets(source, wanted, deadline_s=deadline_s)
+    except RuntimeError as exc:
+        raise ConfigError("KEY_VAULT_URI", str(exc)) from None
 
 
 def load_settings(role: Role) -> Settings:

@@ -26,14 +26,24 @@ log = logging.getLogger(__name__)
 
 
 @cache  # the exporters are process-wide: install them once, whoever asks again
-def configure(connection_string: str, service_name: str) -> bool:
-    """Install the Azure Monitor exporters once per process. True when telemetry is exported."""
+def configure(connection_string: str, service_name: str, client_id: str = "") -> bool:
+    """Install the Azure Monitor exporters once per process. True when telemetry is exported.
+
+    With `client_id` (the user-assigned identity's, AZURE_CLIENT_ID in Azure) telemetry is sent
+    with Entra auth: the component has local (key) auth disabled, so without a credential every
+    export would be refused."""
     if not connection_string:
         return False
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry.sdk.resources import Resource
 
+    extra: dict[str, Any] = {}
+    if client_id:
+        from azure.identity import ManagedIdentityCredential
+
+        extra["credential"] = ManagedIdentityCredential(client_id=client_id)
     configure_azure_monitor(
+        **extra,
         connection_string=connection_string,
         resource=Resource.create({"service.name": service_name}),
         logger_name="callplane",  # our own loggers only; PII is already redacted by the formatter

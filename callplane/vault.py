@@ -26,7 +26,7 @@ SECRETS: Mapping[str, str] = {
     "ADMIN_TOKEN": "admin-token",
     "OPENAI_API_KEY": "openai-api-key",
 }
-OPTIONAL = {"OPENAI_API_KEY", "ADMIN_TOKEN"}  # absent is a valid answer (managed identity; local)
+OPTIONAL = {"OPENAI_API_KEY"}  # absent is a valid answer: the apps then use the managed identity
 
 
 class SecretSource(Protocol):
@@ -96,8 +96,17 @@ def read_secrets(
             return found
         if waited >= deadline_s:
             raise RuntimeError(f"Key Vault: still missing after {waited:.0f} s: {', '.join(problems)}")
-        log.warning("waiting for Key Vault: %s; retrying in %.0f s (a new role assignment can take minutes)",
-                    ", ".join(problems), wait)
+        log.warning(
+            "waiting for Key Vault: %s; retrying in %.0f s (a new role assignment can take minutes)",
+            ", ".join(problems),
+            wait,
+        )
         sleep(wait)
         waited += wait
         wait = min(wait * 2, 30.0)
+
+
+def wanted_for(role_needs: list[str], env: Mapping[str, str]) -> list[str]:
+    """The settings to read from the vault: those `role_needs` names that the environment leaves
+    empty, plus the optional API key."""
+    return [name for name in [*role_needs, "OPENAI_API_KEY"] if not env.get(name)]

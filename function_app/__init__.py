@@ -25,6 +25,8 @@ async def openai_webhook(req: func.HttpRequest) -> func.HttpResponse:
         deps = await get_deps()
     except ConfigError as exc:
         log.error("%s", exc)
+        if exc.variable == "KEY_VAULT_URI":  # secrets not readable yet (role propagation): retry later
+            return _json(503, {"error": "webhook secrets not available yet"}, {"Retry-After": "10"})
         return _json(500, {"error": "webhook service is misconfigured"})
     reply = await handle_webhook(req.get_body(), dict(req.headers), deps)
     return _json(reply.status, reply.body, reply.headers)

@@ -34,7 +34,7 @@ _holder = _Holder()
 
 async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> WebhookDeps:
     if telemetry is None:
-        configure(settings.applicationinsights_connection_string, "webhook")
+        configure(settings.applicationinsights_connection_string, "webhook", settings.azure_client_id)
         telemetry = Telemetry()
     http = aiohttp.ClientSession()
     tables = open_tables(settings)
@@ -62,7 +62,11 @@ async def get_deps(settings: Settings | None = None) -> WebhookDeps:
     assert _holder.lock is not None
     async with _holder.lock:
         if _holder.deps is None:
-            _holder.deps = await open_deps(settings or build_settings(Role.FUNCTION_APP))
+            if settings is None:
+                # Off the loop: with KEY_VAULT_URI this reads Key Vault (sync SDK), bounded so a
+                # ringing caller's webhook gets a 503 to retry rather than waiting minutes.
+                settings = await asyncio.to_thread(build_settings, Role.FUNCTION_APP, vault_deadline_s=20.0)
+            _holder.deps = await open_deps(settings)
     return _holder.deps
 
 

@@ -25,7 +25,7 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('azure: an Azure OpenAI resource (openAiEndpoint). openai: api.openai.com with an API key (useOpenAiKey=true).')
+@description('azure: an Azure OpenAI resource (openAiEndpoint). openai: api.openai.com with an API key (USE_OPENAI_KEY=true: the postprovision hook stores it in Key Vault).')
 @allowed([
   'azure'
   'openai'
@@ -51,9 +51,6 @@ param sipTargetUri string = ''
 
 @description('Set by azd: true once the session host exists, so re-provisioning keeps its image')
 param sessionHostExists bool = false
-
-@description('True only where managed identity to Azure OpenAI cannot be used: the apps then read the key from Key Vault (secret openai-api-key, written by the postprovision hook)')
-param useOpenAiKey bool = false
 
 @minValue(1)
 param sessionHostMinReplicas int = 2
@@ -150,6 +147,8 @@ module openAiRbac 'app/openai-rbac.bicep' = if (!empty(openAiResourceName)) {
   params: {
     openAiResourceName: openAiResourceName
     identityPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
   }
 }
 
@@ -177,6 +176,7 @@ module sessionHost 'app/session-host.bicep' = {
     registryServer: registry.outputs.loginServer
     logAnalyticsName: monitoring.outputs.logAnalyticsName
     appInsightsConnectionString: monitoring.outputs.connectionString
+    appInsightsAppId: monitoring.outputs.appId
     keyVaultUri: vault.outputs.uri
     tableEndpoint: storage.outputs.tableEndpoint
     openAiBase: openAiBase
@@ -185,7 +185,6 @@ module sessionHost 'app/session-host.bicep' = {
     realtimeModel: realtimeModel
     realtimeVoice: realtimeVoice
     sipTargetUri: sipTargetUri
-    useOpenAiKey: useOpenAiKey
     minReplicas: sessionHostMinReplicas
     maxReplicas: sessionHostMaxReplicas
     maxCallsPerReplica: maxCallsPerReplica
@@ -217,7 +216,6 @@ module webhook 'app/function.bicep' = {
     realtimeDialect: realtimeDialect
     realtimeModel: realtimeModel
     realtimeVoice: realtimeVoice
-    useOpenAiKey: useOpenAiKey
   }
 }
 

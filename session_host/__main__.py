@@ -26,7 +26,7 @@ async def serve() -> None:
     sys.setswitchinterval(0.001)
     settings = load_settings(Role.SESSION_HOST)
     setup_logging(settings.log_format, settings.debug_logging)
-    configure(settings.applicationinsights_connection_string, "session_host")
+    configure(settings.applicationinsights_connection_string, "session_host", settings.azure_client_id)
     app = create_app(settings)
     runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()

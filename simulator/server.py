@@ -35,6 +35,10 @@ class SimConfig:
     webhook_retries: int = 3
     session_seconds: int = 3600
     webhook_endpoints: list[dict[str, Any]] = field(default_factory=list)
+    # Entra tokens the azure dialect accepts (Authorization: Bearer) besides the api-key.
+    entra_tokens: set[str] = field(default_factory=set)
+    # The next N management calls answer 403, as Azure does until a new role assignment propagates.
+    forbidden_next: int = 0
 
 
 class Simulator:
@@ -464,8 +468,9 @@ def _maybe_json(raw: Any) -> Any:
 # --- Azure webhook endpoint registration --------------------------------------------------------
 async def create_webhook_endpoint(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    if request.headers.get("api-key", "") != sim.config.api_key:
-        return _err(401, "Access denied due to invalid subscription key.", "401")
+    denied = _management_denied(request, sim)
+    if denied is not None:
+        return denied
     try:
         body = await request.json()
     except ValueError:
@@ -488,8 +493,9 @@ async def create_webhook_endpoint(request: web.Request) -> web.Response:
 
 async def delete_webhook_endpoint(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    if request.headers.get("api-key", "") != sim.config.api_key:
-        return _err(401, "Access denied due to invalid subscription key.", "401")
+    denied = _management_denied(request, sim)
+    if denied is not None:
+        return denied
     before = len(sim.config.webhook_endpoints)
     sim.config.webhook_endpoints[:] = [
         e for e in sim.config.webhook_endpoints if e["id"] != request.match_info["endpoint_id"]
@@ -501,9 +507,25 @@ async def delete_webhook_endpoint(request: web.Request) -> web.Response:
 
 async def list_webhook_endpoints(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    if request.headers.get("api-key", "") != sim.config.api_key:
-        return _err(401, "Access denied due to invalid subscription key.", "401")
+    denied = _management_denied(request, sim)
+    if denied is not None:
+        return denied
     return web.json_response({"object": "list", "data": sim.config.webhook_endpoints})
+
+
+def _management_denied(request: web.Request, sim: Simulator) -> web.Response | None:
+    """The dashboard webhook_endpoints API: an api-key, or an Entra token of a principal with a
+    data-plane role; right after the role is granted Azure still answers 403 for a while."""
+    auth = request.headers.get("Authorization", "")
+    token_ok = auth.startswith("Bearer ") and auth[7:] in sim.config.entra_tokens
+    if not token_ok and request.headers.get("api-key", "") != sim.config.api_key:
+        return _err(401, "Access denied due to invalid subscription key.", "401")
+    if sim.config.forbidden_next > 0:
+        sim.config.forbidden_next -= 1
+        return _err(
+            403, "The principal does not have access to this resource (role not yet effective).", "PermissionDenied"
+        )
+    return None
 
 
 # --- /sim: test and load control ----------------------------------------------------------------

@@ -23,6 +23,8 @@ ROLE_IDS = {  # documented built-in role definition ids (Azure built-in roles re
     "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd": "Cognitive Services OpenAI User",
+    "a001fd3d-188f-4b5d-821b-7da978bf7442": "Cognitive Services OpenAI Contributor",
+    "43d0d8ad-25c7-4714-9337-8ba259a9fe05": "Monitoring Reader",
 }
 SECRETISH = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|ACCOUNTKEY|SHAREDKEY", re.IGNORECASE)
 
@@ -90,6 +92,8 @@ def check_roles(root: Path) -> list[str]:
         "Monitoring Metrics Publisher",
         "Cognitive Services OpenAI User",
         "Key Vault Secrets Officer",
+        "Cognitive Services OpenAI Contributor",
+        "Monitoring Reader",
     }
     used = {
         ROLE_IDS[g] for f in bicep_files(root) for g in re.findall(r"'([0-9a-f-]{36})'", f.read_text()) if g in ROLE_IDS
@@ -180,18 +184,6 @@ def packaged_files(root: Path) -> list[str]:
     return sorted(f for f in files if not ignored(f))
 
 
-ALL = [
-    check_parse,
-    check_api_versions,
-    check_parameters,
-    check_roles,
-    check_no_plain_secrets,
-    check_min_replicas,
-    check_runtime,
-    check_service_names,
-]
-
-
 # --- resource bodies against Azure's generated types (infra/types/azure-types.json) -------------
 TOP_LEVEL_EXTRA = {"dependsOn", "scope", "parent"}  # Bicep's own, not part of the resource body
 
@@ -231,49 +223,54 @@ class TypeChecker:
             return []  # a scalar, or an expression whose shape is only known at deploy time
         shape = self.shapes[key]
         if "union" in shape:
-            results = [self.check(node, member, where, top) for member in shape["union"]]
-            return min(results, key=len)
+            return min((self.check(node, member, where, top) for member in shape["union"]), key=len)
         if "array" in shape:
             if node.type != "array":
                 return [f"{where}: an array is expected"]
             return [p for item in node.named_children for p in self.check(item, shape["array"], f"{where}[]")]
         if node.type != "object":
             return [f"{where}: an object is expected"]
+        props = self._props(shape, node)
+        if isinstance(props, str):
+            return [f"{where}{props}"]
+        return self._object(node, props, bool(shape.get("additional")), where, top)
+
+    def _props(self, shape: dict[str, Any], node: ts.Node) -> dict[str, Any] | str:
+        """The properties `node` may hold; a discriminated object's depend on its discriminator."""
         props = dict(shape.get("object") or shape.get("base") or {})
-        if "discriminator" in shape:
-            chosen = None
-            for prop in node.named_children:
-                if prop.type == "object_property" and _key(prop) == shape["discriminator"]:
-                    chosen = _string_literal(prop.named_children[-1])
-            element = shape["elements"].get(chosen) if chosen is not None else None
-            if chosen is not None and element is None:
-                return [f"{where}.{shape['discriminator']}: '{chosen}' is not one of {sorted(shape['elements'])}"]
-            if element is not None:
-                props.update(self.shapes[element].get("object", {}))
-            else:
-                for el in shape["elements"].values():
-                    props.update(self.shapes[el].get("object", {}))
+        if "discriminator" not in shape:
+            return props
+        chosen = None
+        for prop in node.named_children:
+            if prop.type == "object_property" and _key(prop) == shape["discriminator"]:
+                chosen = _string_literal(prop.named_children[-1])
+        if chosen is not None and chosen not in shape["elements"]:
+            return f".{shape['discriminator']}: '{chosen}' is not one of {sorted(shape['elements'])}"
+        elements = [shape["elements"][chosen]] if chosen is not None else list(shape["elements"].values())
+        for element in elements:
+            props.update(self.shapes[element].get("object", {}))
+        return props
+
+    def _object(self, node: ts.Node, props: dict[str, Any], additional: bool, where: str, top: bool) -> list[str]:
         problems: list[str] = []
         seen: set[str] = set()
         for prop in node.named_children:
             if prop.type != "object_property" or prop.named_children[0].type == "resource_declaration":
                 continue
             name = _key(prop)
-            if name is None:
+            if name is None or (top and name in TOP_LEVEL_EXTRA):
                 continue
             seen.add(name)
-            if top and name in TOP_LEVEL_EXTRA:
-                continue
             spec = props.get(name)
             if spec is None:
-                if not shape.get("additional"):
+                if not additional:
                     problems.append(f"{where}.{name}: no such property in the resource type")
                 continue
             if spec["readOnly"]:
                 problems.append(f"{where}.{name}: read-only in the resource type; it cannot be set")
             problems += self.check(prop.named_children[-1], spec["type"], f"{where}.{name}")
         for name, spec in props.items():
-            if spec["required"] and name not in seen and not (top and name in ("name",)):
+            if spec["required"] and name not in seen and not (top and name == "name"):
                 problems.append(f"{where}.{name}: required by the resource type but not set")
         return problems
 
@@ -293,3 +290,75 @@ def check_resource_types(root: Path) -> list[str]:
             where = f"{f.relative_to(root)}:{decl.start_point[0] + 1} {decl.named_children[0].text.decode()}"
             problems += checker.resource(type_name, body, where)
     return problems
+
+
+def check_resource_types_all(root: Path) -> list[str]:
+    return check_resource_types(root)
+
+
+# --- secrets: created no later than whatever reads them, in azd's order -------------------------
+# `azd up`: provision (Bicep) -> postprovision hook -> deploy (the apps' code starts). A secret
+# that a Bicep resource references (a Key Vault reference or a Container Apps keyVaultUrl) is
+# read during provisioning, so Bicep itself must create it; a secret the apps read at start-up
+# (callplane/vault.py) may come from provisioning or from the hook.
+KV_REFERENCE = re.compile(r"(?:secrets/|SecretName=)([a-z0-9-]+)")
+
+
+def _bicep_created_secrets(root: Path) -> set[str]:
+    created: set[str] = set()
+    for f in bicep_files(root):
+        text = f.read_text()
+        for m in re.finditer(
+            r"resource\s+\w+\s+'Microsoft\.KeyVault/vaults/secrets@[^']+'\s*=\s*\{(.*?)\n\}", text, re.S
+        ):
+            created |= set(re.findall(r"name:\s*'([a-z0-9-]+)'", m.group(1)))
+    return created
+
+
+def _hook_created_secrets(root: Path) -> set[str]:
+    hook = (root / "infra" / "hooks" / "postprovision.py").read_text()
+    names = re.search(r"^WEBHOOK_SECRET, HANDOFF_SECRET, ADMIN_TOKEN, OPENAI_KEY = \((.*?)\)", hook, re.S | re.M)
+    return set(re.findall(r'"([a-z0-9-]+)"', names.group(1))) if names else set()
+
+
+def _runtime_secrets(root: Path) -> tuple[set[str], set[str]]:
+    """(all secrets the apps read at start-up, the optional ones) from callplane/vault.py."""
+    text = (root / "callplane" / "vault.py").read_text()
+    table = dict(re.findall(r'"([A-Z_]+)":\s*"([a-z0-9-]+)"', text.split("OPTIONAL")[0]))
+    optional_settings = set(re.findall(r'"([A-Z_]+)"', text.split("OPTIONAL = ", 1)[1].split("\n")[0]))
+    return set(table.values()), {table[s] for s in optional_settings if s in table}
+
+
+def check_secret_order(root: Path) -> list[str]:
+    problems = []
+    bicep_made, hook_made = _bicep_created_secrets(root), _hook_created_secrets(root)
+    for f in bicep_files(root):
+        text = f.read_text()
+        for line in text.splitlines():
+            if "keyVaultUrl" in line or "@Microsoft.KeyVault(" in line or "kvRef" in line:
+                for name in KV_REFERENCE.findall(line):
+                    if name not in bicep_made:
+                        problems.append(
+                            f"{f.relative_to(root)}: secret {name} is referenced during provisioning but "
+                            f"created {'by the postprovision hook, after it' if name in hook_made else 'nowhere'}"
+                        )
+    runtime, optional = _runtime_secrets(root)
+    for name in sorted(runtime - optional - bicep_made - hook_made):
+        problems.append(f"callplane/vault.py: the apps need secret {name}, which neither Bicep nor a hook creates")
+    if not runtime:
+        problems.append("callplane/vault.py: no secrets table found")
+    return problems
+
+
+ALL = [
+    check_parse,
+    check_resource_types_all,
+    check_secret_order,
+    check_api_versions,
+    check_parameters,
+    check_roles,
+    check_no_plain_secrets,
+    check_min_replicas,
+    check_runtime,
+    check_service_names,
+]

@@ -16,17 +16,51 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def hook_commands() -> dict[str, list[str]]:
+def hook_commands(name: str = "postprovision") -> dict[str, list[str]]:
     doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
-    hook = doc["hooks"]["postprovision"]
+    hook = doc["hooks"][name]
     assert set(hook) == {"posix", "windows"}, "a hook for each shell azd knows"
     return {shell: shlex.split(hook[shell]["run"]) for shell in hook}
 
 
-def test_both_shells_run_the_same_launcher() -> None:
-    commands = hook_commands()
-    assert commands["posix"][1:] == commands["windows"][1:] == ["infra/hooks/run.py", "postprovision"]
+@pytest.mark.parametrize("name", ["preprovision", "postprovision"])
+def test_both_shells_run_the_same_launcher(name: str) -> None:
+    commands = hook_commands(name)
+    assert commands["posix"][1:] == commands["windows"][1:] == ["infra/hooks/run.py", name]
     assert commands["posix"][0] == "python3" and commands["windows"][0] == "python"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_RESOURCE_NAME": "r"}, None),
+        ({"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com/"}, "AZURE_OPENAI_RESOURCE_NAME is empty"),
+        ({"AZURE_OPENAI_ENDPOINT": "r.openai.azure.com", "AZURE_OPENAI_RESOURCE_NAME": "r"}, "https endpoint"),
+        (
+            {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com/openai", "AZURE_OPENAI_RESOURCE_NAME": "r"},
+            "without a path",
+        ),
+        ({"REALTIME_DIALECT": "openai"}, "native OpenAI needs an API key"),
+        ({"REALTIME_DIALECT": "openai", "USE_OPENAI_KEY": "true", "AZURE_OPENAI_API_KEY": "sk"}, None),
+        ({"REALTIME_DIALECT": "gcp"}, "use azure"),
+    ],
+)
+def test_preprovision_refuses_settings_that_cannot_work(env: dict[str, str], expected: str | None) -> None:
+    interpreter = shutil.which(hook_commands("preprovision")["posix"][0])
+    assert interpreter
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "REALTIME_", "USE_OPENAI"))}
+    proc = subprocess.run(
+        [interpreter, "infra/hooks/run.py", "preprovision"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if expected is None:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
 
 
 def test_the_named_interpreter_gets_the_hooks_dependencies(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def test_infra_passes(check: Callable[[Path], list[str]]) -> None:
 
 
 def broken_copy(tmp_path: Path, rel: str, old: str, new: str) -> Path:
-    for name in ("infra", "azure.yaml", ".funcignore"):
+    for name in ("infra", "azure.yaml", ".funcignore", "callplane"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, tmp_path / name)
@@ -34,7 +34,7 @@ def broken_copy(tmp_path: Path, rel: str, old: str, new: str) -> Path:
 
 BREAKAGES = [
     (checks.check_parse, "infra/app/storage.bicep", "resource account", "resource account = = {"),
-    (checks.check_parse, "infra/app/function.bicep", "HANDOFF_SECRET: '${kvRef}", "HANDOFF_SECRET: '${kvRef\n"),
+    (checks.check_parse, "infra/app/function.bicep", "LOG_FORMAT: 'json'", "LOG_FORMAT: 'js\non'"),
     (checks.check_api_versions, "infra/app/registry.bicep", "registries@2023-07-01' = {", "registries' = {"),
     (checks.check_parameters, "infra/main.parameters.json", '"location":', '"nowhere": {"value": 1}, "location":'),
     (
@@ -52,14 +52,53 @@ BREAKAGES = [
     (
         checks.check_no_plain_secrets,
         "infra/app/function.bicep",
-        "HANDOFF_SECRET: '${kvRef}handoff-secret)'",
+        "KEY_VAULT_URI: keyVaultUri",
         "HANDOFF_SECRET: 'whsec_plain'",
     ),
     (
         checks.check_no_plain_secrets,
         "infra/app/session-host.bicep",
-        "{ name: 'ADMIN_TOKEN', secretRef: 'admin-token' }",
+        "{ name: 'KEY_VAULT_URI', value: keyVaultUri }",
         "{ name: 'ADMIN_TOKEN', value: 'letmein' }",
+    ),
+    # Properties checked against Azure's generated types: unknown, misspelt, read-only, wrong shape.
+    (
+        checks.check_resource_types_all,
+        "infra/app/session-host.bicep",
+        "identity: identityId\n              metadata",
+        "identity: identityId\n              bogus: 1\n              metadata",
+    ),
+    (
+        checks.check_resource_types_all,
+        "infra/app/session-host.bicep",
+        "terminationGracePeriodSeconds: 600",
+        "terminationGracePeriodSecond: 600",
+    ),
+    (
+        checks.check_resource_types_all,
+        "infra/app/session-host.bicep",
+        "containerApps@2025-01-01",
+        "containerApps@2024-03-01",
+    ),
+    (
+        checks.check_resource_types_all,
+        "infra/app/storage.bicep",
+        "allowSharedKeyAccess: false",
+        "allowSharedKeyAccess: false\n    primaryEndpoints: {}",
+    ),
+    (checks.check_resource_types_all, "infra/app/registry.bicep", "name: 'Basic'", "name: 'Basic'\n    tier: 'x'"),
+    # A secret the hook writes, referenced by a resource during provisioning: the first azd up fails.
+    (
+        checks.check_secret_order,
+        "infra/app/function.bicep",
+        "  KEY_VAULT_URI: keyVaultUri",
+        "  KEY_VAULT_URI: keyVaultUri\n  HANDOFF_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/handoff-secret)'",
+    ),
+    (
+        checks.check_secret_order,
+        "callplane/vault.py",
+        '"ADMIN_TOKEN": "admin-token",',
+        '"ADMIN_TOKEN": "admin-token",\n    "SUMMARY_KEY": "summary-key",',
     ),
     (
         checks.check_no_plain_secrets,
@@ -119,3 +158,13 @@ def test_dockerfile_is_slim_non_root_and_exec_form() -> None:
     assert "USER 10001" in text
     assert 'ENTRYPOINT ["python", "-m", "session_host"]' in text
     assert "COPY session_host/" in text and "COPY simulator/" not in text
+
+
+def test_the_scale_rule_identity_needs_the_api_version_that_has_it(tmp_path: Path) -> None:
+    """On Microsoft.App 2024-03-01 a custom scale rule has no `identity`: the KEDA scaler would
+    run without credentials and the app would never scale. The check names exactly that."""
+    copy = broken_copy(tmp_path, "infra/app/session-host.bicep", "containerApps@2025-01-01", "containerApps@2024-03-01")
+    problems = checks.check_resource_types(copy)
+    assert any(p.endswith("scale.rules[].custom.identity: no such property in the resource type") for p in problems), (
+        problems
+    )

@@ -19,7 +19,6 @@ param realtimeWsBase string
 param realtimeDialect string
 param realtimeModel string
 param realtimeVoice string
-param useOpenAiKey bool
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -39,7 +38,6 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-var kvRef = '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/'
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
@@ -111,15 +109,16 @@ var baseSettings = {
   REALTIME_MODEL: realtimeModel
   REALTIME_VOICE: realtimeVoice
   LOG_FORMAT: 'json'
-  // Secrets only as Key Vault references, resolved with the user-assigned identity.
-  OPENAI_WEBHOOK_SECRET: '${kvRef}webhook-secret)'
-  HANDOFF_SECRET: '${kvRef}handoff-secret)'
+  // Secrets (webhook-secret, handoff-secret, openai-api-key) are read by the app from this vault
+  // at start-up with the identity above, retried while a role assignment propagates: no Key Vault
+  // reference here, whose value App Service would resolve before the hook writes it and cache.
+  KEY_VAULT_URI: keyVaultUri
 }
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: useOpenAiKey ? union(baseSettings, { OPENAI_API_KEY: '${kvRef}openai-api-key)' }) : baseSettings
+  properties: baseSettings
 }
 
 output name string = site.name

@@ -31,3 +31,4 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 output logAnalyticsName string = logs.name
 output appInsightsName string = appInsights.name
 output connectionString string = appInsights.properties.ConnectionString
+output appId string = appInsights.properties.AppId

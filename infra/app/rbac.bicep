@@ -1,5 +1,6 @@
-// Role assignments for the one user-assigned identity both apps run as, plus the deployer's
-// Key Vault Secrets Officer so the postprovision hook can write the generated secrets.
+// Role assignments for the one user-assigned identity both apps run as (tables, deployment blobs,
+// reading secrets, pulling the image, publishing and reading telemetry), plus the deployer's Key
+// Vault Secrets Officer so the postprovision hook can write the generated secrets.
 param identityPrincipalId string
 param storageAccountName string
 param keyVaultName string
@@ -15,6 +16,7 @@ var roles = {
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  monitoringReader: '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -90,5 +92,16 @@ resource metrics 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
+// The session host's KEDA scale rule reads voice.active_calls from the component as this identity.
+resource scalerReads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: appInsights
+  name: guid(appInsights.id, identityPrincipalId, roles.monitoringReader)
+  properties: {
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringReader)
   }
 }

@@ -8,6 +8,8 @@ param identityClientId string
 param registryServer string
 param logAnalyticsName string
 param appInsightsConnectionString string
+@description('Application Insights application ID (the component\'s AppId), which the KEDA scaler queries')
+param appInsightsAppId string
 param keyVaultUri string
 param tableEndpoint string
 param openAiBase string
@@ -20,7 +22,6 @@ param realtimeDialect string
 param realtimeModel string
 param realtimeVoice string
 param sipTargetUri string
-param useOpenAiKey bool
 param minReplicas int
 param maxReplicas int
 param maxCallsPerReplica int
@@ -30,7 +31,7 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsName
 }
 
-resource env 'Microsoft.App/managedEnvironments@2024-03-01' = {
+resource env 'Microsoft.App/managedEnvironments@2025-01-01' = {
   name: environmentName
   location: location
   tags: tags
@@ -54,19 +55,13 @@ module fetchImage 'fetch-image.bicep' = {
   }
 }
 
-var keySecret = [
-  {
-    name: 'openai-api-key'
-    keyVaultUrl: '${keyVaultUri}secrets/openai-api-key'
-    identity: identityId
-  }
-]
-var keyEnv = [
-  { name: 'OPENAI_API_KEY', secretRef: 'openai-api-key' }
-]
 var placeholder = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
+// Until azd deploys our image the app runs the placeholder, which listens on 80, not 8000.
+var port = empty(fetchImage.outputs.image) ? 80 : 8000
+var livenessPath = empty(fetchImage.outputs.image) ? '/' : '/healthz'
+var readinessPath = empty(fetchImage.outputs.image) ? '/' : '/readyz'
 
-resource app 'Microsoft.App/containerApps@2024-03-01' = {
+resource app 'Microsoft.App/containerApps@2025-01-01' = {
   name: appName
   location: location
   tags: union(tags, {
@@ -86,7 +81,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
       activeRevisionsMode: 'Single'
       ingress: {
         external: true
-        targetPort: 8000
+        targetPort: port
         transport: 'auto'
         allowInsecure: false
       }
@@ -96,19 +91,9 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           identity: identityId
         }
       ]
-      // Key Vault references resolved with the user-assigned identity; values never in the template.
-      secrets: concat(useOpenAiKey ? keySecret : [], [
-        {
-          name: 'handoff-secret'
-          keyVaultUrl: '${keyVaultUri}secrets/handoff-secret'
-          identity: identityId
-        }
-        {
-          name: 'admin-token'
-          keyVaultUrl: '${keyVaultUri}secrets/admin-token'
-          identity: identityId
-        }
-      ])
+      // No secrets here: the app reads handoff-secret, admin-token and openai-api-key from Key Vault
+      // at start-up (KEY_VAULT_URI), retrying while the hook writes them and roles propagate. A
+      // Key Vault reference here would fail the app's creation on a first `azd up`, before the hook ran.
     }
     template: {
       terminationGracePeriodSeconds: 600
@@ -120,7 +105,7 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             cpu: json('1.0')
             memory: '2Gi'
           }
-          env: concat(useOpenAiKey ? keyEnv : [], [
+          env: [
             { name: 'PORT', value: '8000' }
             { name: 'AZURE_CLIENT_ID', value: identityClientId }
             { name: 'STORAGE_TABLE_ENDPOINT', value: tableEndpoint }
@@ -135,15 +120,14 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'SHUTDOWN_GRACE_SECONDS', value: '570' }
             { name: 'LOG_FORMAT', value: 'json' }
             { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
-            { name: 'HANDOFF_SECRET', secretRef: 'handoff-secret' }
-            { name: 'ADMIN_TOKEN', secretRef: 'admin-token' }
-          ])
+            { name: 'KEY_VAULT_URI', value: keyVaultUri }
+          ]
           probes: [
             {
               type: 'Liveness'
               httpGet: {
-                path: '/healthz'
-                port: 8000
+                path: livenessPath
+                port: port
               }
               periodSeconds: 10
               failureThreshold: 3
@@ -151,8 +135,8 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             {
               type: 'Readiness'
               httpGet: {
-                path: '/healthz'
-                port: 8000
+                path: readinessPath
+                port: port
               }
               periodSeconds: 5
               failureThreshold: 3
@@ -173,13 +157,15 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
             name: 'live-calls'
             custom: {
               type: 'azure-app-insights'
+              // KEDA authenticates with the app's user-assigned identity (Monitoring Reader on the
+              // component, rbac.bicep); `identity` on a custom rule exists from API 2024-10-02-preview / GA 2025-01-01.
               identity: identityId
               metadata: {
                 metricId: 'customMetrics/voice.active_calls'
                 metricAggregationTimespan: '0:1'
                 metricAggregationType: 'sum'
                 targetValue: string(maxCallsPerReplica * 7 / 10)
-                applicationInsightsId: appInsightsConnectionString
+                applicationInsightsId: appInsightsAppId
                 tenantId: tenant().tenantId
               }
             }

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -45,13 +46,18 @@ class KeyVaultStore:
     def get(self, name: str) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            return self._client.get_secret(name).value
-        except ResourceNotFoundError:
-            return None
+        def read() -> str | None:
+            try:
+                return self._client.get_secret(name).value
+            except ResourceNotFoundError:
+                return None
+
+        return with_retries(read, f"reading {name} from Key Vault")  # type: ignore[no-any-return]
 
     def set(self, name: str, value: str) -> None:
-        self._client.set_secret(name, value, content_type="text/plain")
+        with_retries(
+            lambda: self._client.set_secret(name, value, content_type="text/plain"), f"writing {name} to Key Vault"
+        )
 
 
 def new_whsec() -> str:
@@ -83,6 +89,60 @@ def urllib_http(method: str, url: str, headers: dict[str, str], body: bytes | No
             return exc.code, json.loads(raw)
         except ValueError:
             return exc.code, {"error": raw[:200].decode(errors="replace")}
+
+
+RETRYABLE = {403, 408, 429, 500, 502, 503, 504}  # 403: a role granted minutes ago is not effective yet
+
+
+def retrying(
+    http: Http,
+    *,
+    attempts: int = 8,
+    first_wait_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+    say: Callable[[str], None] = print,
+) -> Http:
+    """`http` retried with backoff (about 4 minutes in all) while Azure answers 403 or a
+    transient error: the deployer's and the identity's role assignments take minutes to apply."""
+
+    def call(method: str, url: str, headers: dict[str, str], body: bytes | None) -> tuple[int, Any]:
+        wait = first_wait_s
+        for attempt in range(1, attempts + 1):
+            status, doc = http(method, url, headers, body)
+            if status not in RETRYABLE or attempt == attempts:
+                return status, doc
+            say(
+                f"postprovision: {method} webhook endpoints answered {status}; retrying in {wait:.0f} s "
+                f"(attempt {attempt}/{attempts}; new role assignments take minutes to apply)"
+            )
+            sleep(wait)
+            wait = min(wait * 2, 60.0)
+        raise AssertionError("unreachable")
+
+    return call
+
+
+def with_retries(
+    action: Callable[[], Any],
+    what: str,
+    *,
+    attempts: int = 8,
+    first_wait_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Key Vault calls retried while the deployer's Key Vault Secrets Officer role propagates."""
+    wait = first_wait_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # azure-core's HttpResponseError, imported lazily with the SDK
+            status = getattr(exc, "status_code", None)
+            if status not in RETRYABLE or attempt == attempts:
+                raise
+            print(f"postprovision: {what} answered {status}; retrying in {wait:.0f} s (attempt {attempt}/{attempts})")
+            sleep(wait)
+            wait = min(wait * 2, 60.0)
+    raise AssertionError("unreachable")
 
 
 def ensure_webhook(store: SecretStore, http: Http, openai_endpoint: str, auth: dict[str, str], webhook_url: str) -> str:
@@ -144,7 +204,7 @@ def main() -> int:
         outcome = "left to you (native OpenAI)"
     else:
         endpoint = env["AZURE_OPENAI_ENDPOINT"].rstrip("/")
-        outcome = ensure_webhook(store, urllib_http, endpoint, openai_auth(api_key), env["WEBHOOK_URL"])
+        outcome = ensure_webhook(store, retrying(urllib_http), endpoint, openai_auth(api_key), env["WEBHOOK_URL"])
     # Names only: secret values never reach the console.
     print(f"postprovision: secrets created: {', '.join(created) or 'none'}; webhook endpoint {outcome}")
     return 0

@@ -5,7 +5,8 @@ This launcher needs only the standard library: it keeps a virtualenv for the hoo
 `.azure/hooks-venv` (azd's own folder, not committed), installs `infra/hooks/requirements.txt`
 into it when that file changes, and runs the hook there.
 
-    python3 infra/hooks/run.py postprovision      # what azure.yaml runs
+    python3 infra/hooks/run.py preprovision       # what azure.yaml runs before provisioning
+    python3 infra/hooks/run.py postprovision      # and after it
     python3 infra/hooks/run.py --check            # set up the venv and import the hook only
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 REQUIREMENTS = HERE / "requirements.txt"
-HOOKS = {"postprovision": HERE / "postprovision.py"}
+HOOKS = {"preprovision": HERE / "preprovision.py", "postprovision": HERE / "postprovision.py"}
+NEEDS_PACKAGES = {"postprovision"}  # preprovision is standard library only: no venv, no wait
 
 
 def venv_dir() -> Path:
@@ -52,6 +54,8 @@ def ensure_venv() -> Path:
 
 def main(argv: list[str]) -> int:
     name = argv[1] if len(argv) > 1 else ""
+    if name in HOOKS and name not in NEEDS_PACKAGES:
+        return subprocess.run([sys.executable, str(HOOKS[name]), *argv[2:]], check=False).returncode
     python = ensure_venv()
     if name == "--check":
         code = f"import azure.identity, azure.keyvault.secrets, runpy; runpy.run_path({str(HOOKS['postprovision'])!r})"

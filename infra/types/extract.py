@@ -23,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 INFRA = HERE.parent
 OUT = HERE / "azure-types.json"
 REQUIRED, READ_ONLY = 1, 2
+# Kept beside what infra/ uses for a regression test: on this version a custom scale rule has no
+# `identity`, the mistake the property check must catch.
+ALSO = {"Microsoft.App/containerApps@2024-03-01"}
 
 
 def used_types() -> set[str]:
@@ -33,10 +36,12 @@ def used_types() -> set[str]:
 
 
 def provider_files(checkout: Path, type_name: str) -> list[str]:
-    namespace, version = type_name.split("/")[0].lower(), type_name.split("@")[1]
+    namespace, version = type_name.split("/", maxsplit=1)[0].lower(), type_name.split("@")[1]
     listing = subprocess.run(
         ["git", "-C", str(checkout), "ls-tree", "-r", "--name-only", "HEAD", "generated"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     return [p for p in listing if p.endswith(f"/{namespace}/{version}/types.json")]
 
@@ -54,8 +59,10 @@ class Compactor:
         kind = t["$type"]
         if kind == "ObjectType":
             self.out[key] = {}  # placeholder first: types may be recursive
-            self.out[key] = {"object": self.props(t.get("properties", {})),
-                             "additional": bool(t.get("additionalProperties"))}
+            self.out[key] = {
+                "object": self.props(t.get("properties", {})),
+                "additional": bool(t.get("additionalProperties")),
+            }
         elif kind == "ArrayType":
             self.out[key] = {}
             self.out[key] = {"array": self.ref(t["itemType"])}
@@ -77,23 +84,30 @@ class Compactor:
 
     def props(self, properties: dict[str, Any]) -> dict[str, Any]:
         return {
-            name: {"type": self.ref(p["type"]), "required": bool(p.get("flags", 0) & REQUIRED),
-                   "readOnly": bool(p.get("flags", 0) & READ_ONLY) and not p.get("flags", 0) & REQUIRED}
+            name: {
+                "type": self.ref(p["type"]),
+                "required": bool(p.get("flags", 0) & REQUIRED),
+                "readOnly": bool(p.get("flags", 0) & READ_ONLY) and not p.get("flags", 0) & REQUIRED,
+            }
             for name, p in properties.items()
         }
 
 
 def main(argv: list[str]) -> int:
     checkout = Path(argv[1])
-    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     shapes: dict[str, Any] = {}
     resources: dict[str, str | None] = {}
     sources: dict[str, str] = {}
-    for type_name in sorted(used_types()):
+    for type_name in sorted(used_types() | ALSO):
         for path in provider_files(checkout, type_name):
-            types = json.loads(subprocess.run(["git", "-C", str(checkout), "show", f"HEAD:{path}"],
-                                              capture_output=True, text=True, check=True).stdout)
+            types = json.loads(
+                subprocess.run(
+                    ["git", "-C", str(checkout), "show", f"HEAD:{path}"], capture_output=True, text=True, check=True
+                ).stdout
+            )
             for t in types:
                 if t["$type"] == "ResourceType" and t["name"].lower() == type_name.lower():
                     prefix = path.split("/")[2] + "@" + path.split("/")[3]
