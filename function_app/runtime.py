@@ -17,6 +17,7 @@ from callplane.call_control import CallControl
 from callplane.settings import ConfigError, Role, Settings, build_settings
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.telemetry import Telemetry, configure
+from callplane.vault import SECRETS, KeyVaultSource
 from function_app.webhook import WebhookDeps
 
 log = logging.getLogger("function_app")
@@ -43,9 +44,17 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
     except Exception:
         # The store may be briefly down at start: dedupe then answers 503 and the service retries.
         log.warning("could not create tables at start-up; will use them as they come back")
-    return WebhookDeps(
+    deps = WebhookDeps(
         settings=settings, http=http, control=CallControl(http, settings), tables=tables, telemetry=telemetry
     )
+    if settings.key_vault_uri:
+        source = KeyVaultSource(settings.key_vault_uri, settings.azure_client_id)
+
+        async def reread() -> str | None:
+            return await asyncio.to_thread(source.get, SECRETS["OPENAI_WEBHOOK_SECRET"])
+
+        deps.reread_secret = reread
+    return deps
 
 
 async def close_deps(deps: WebhookDeps) -> None:

@@ -13,7 +13,7 @@ import fnmatch
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,9 @@ class WebhookDeps:
     control: CallControl
     tables: Tables
     telemetry: Telemetry
+    # Reads the webhook secret again (Key Vault): a re-registered endpoint has a new one.
+    reread_secret: Callable[[], Awaitable[str | None]] | None = None
+    secret_checked_at: float = 0.0
 
 
 def _matches(patterns: str, phone: str | None) -> bool:
@@ -92,6 +95,8 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
     received_ms = now_ms()
     lower = {k.lower(): v for k, v in headers.items()}
     parsed = _parse(body, lower, deps.settings, received_ms)
+    if isinstance(parsed, Reply) and parsed.status == 401 and await _fresh_secret(deps):
+        parsed = _parse(body, lower, deps.settings, received_ms)
     if isinstance(parsed, Reply):
         return parsed
     extra = {"cat": "CALL", "call_id": parsed.callId}
@@ -112,6 +117,27 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
         log.exception("webhook failed after its delivery was claimed; released for a retry", extra=extra)
         await _release(deps, parsed.webhookId)
         return Reply(500, {"error": "internal error; retry the delivery"})
+
+
+SECRET_RECHECK_S = 60.0
+
+
+async def _fresh_secret(deps: WebhookDeps) -> bool:
+    """After a signature failure, at most once a minute: has the webhook secret changed in the
+    vault (the endpoint was registered again)? True when it has and the settings now hold it."""
+    if deps.reread_secret is None or time.monotonic() - deps.secret_checked_at < SECRET_RECHECK_S:
+        return False
+    deps.secret_checked_at = time.monotonic()
+    try:
+        fresh = await deps.reread_secret()
+    except Exception as exc:  # the vault's SDK errors share no narrower base
+        log.warning("could not re-read the webhook secret: %s", type(exc).__name__)
+        return False
+    if not fresh or fresh == deps.settings.openai_webhook_secret:
+        return False
+    deps.settings = deps.settings.model_copy(update={"openai_webhook_secret": fresh})
+    log.warning("the webhook secret changed in Key Vault; using the new one")
+    return True
 
 
 def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: int) -> HandoffRequest | Reply:

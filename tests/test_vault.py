@@ -67,3 +67,34 @@ def test_settings_take_missing_secrets_from_the_vault_and_keep_what_the_environm
             Role.SESSION_HOST, {**env, "CONTAINER_APP_NAME": "x"}, secret_source=Vault({}), vault_deadline_s=0
         )
     assert info.value.variable == "KEY_VAULT_URI" and "admin-token" in str(info.value)
+
+
+async def test_a_re_registered_webhook_secret_is_picked_up_after_one_refusal(conn: str) -> None:
+    """The hook replaced the endpoint (its secret was lost): the service now signs with a new
+    secret. The Function App re-reads it from the vault (at most once a minute) instead of
+    refusing every call until a restart."""
+    from function_app import runtime
+    from simulator.scenario import load_scenario
+    from tests.stack import run_stack
+
+    async with run_stack(conn) as stack:
+        deps = runtime._holder.deps
+        assert deps is not None
+        fresh = new_secret()
+        reads: list[int] = []
+
+        async def reread() -> str:
+            reads.append(1)
+            return fresh
+
+        deps.reread_secret = reread
+        stack.sim.config.webhook_secret = fresh
+        call = stack.sim.new_call(load_scenario("greeting_only"))
+        await stack.sim.place_call(call)
+        stored = await stack.wait_call(call.call_id)
+        assert stored["status"] == "completed" and reads == [1]
+        # A forged signature afterwards does not make it read the vault again within the minute.
+        other = stack.sim.new_call(load_scenario("greeting_only"))
+        stack.sim.config.webhook_secret = new_secret()
+        await stack.sim.place_call(other)
+        assert reads == [1] and other.accept_body is None
