@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.procs import tell_accepted
 from callplane import signing
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
@@ -113,6 +114,8 @@ async def place(
             headers={"api-key": env["OPENAI_API_KEY"]},
         ) as resp:
             assert resp.status == 200, await resp.text()
+        for url in urls:
+            await tell_accepted(http, url, env["HANDOFF_SECRET"], call.call_id)
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return calls

@@ -80,3 +80,14 @@ async def deployed(
         for proc in procs:
             await asyncio.to_thread(proc.wait, 30)
         await runner.cleanup()
+
+
+async def tell_accepted(http: aiohttp.ClientSession, host_url: str, handoff_secret: str, call_id: str) -> None:
+    """What the Function App does after the accept: the owner opens its socket only then."""
+    from callplane import signing
+    from callplane.handoff import OUTCOME_PATH, AcceptOutcome
+
+    body = AcceptOutcome(callId=call_id, accepted=True).body()
+    headers = {"content-type": "application/json", **signing.sign_headers(handoff_secret, body)}
+    async with http.post(host_url + OUTCOME_PATH.format(call_id=call_id), data=body, headers=headers) as resp:
+        assert resp.status in (200, 202), await resp.text()

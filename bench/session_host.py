@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.procs import tell_accepted
 from callplane import signing
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
@@ -74,6 +75,7 @@ async def run_calls(
             headers = {"content-type": "application/json", **signing.sign_headers(env["HANDOFF_SECRET"], req)}
             async with http.post(handoff_url, data=req, headers=headers) as resp:
                 assert resp.status == 202, await resp.text()
+            await tell_accepted(http, handoff_url.rsplit("/internal/calls", 1)[0], env["HANDOFF_SECRET"], call.call_id)
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return calls

@@ -12,6 +12,8 @@ from pydantic import AfterValidator, BaseModel, Field
 from callplane.ids import CallId, WebhookId
 
 HANDOFF_PATH = "/internal/calls"
+# The Function App tells the owner how the accept went; only then does it open the socket.
+OUTCOME_PATH = "/internal/calls/{call_id}/accept-outcome"
 
 
 # The webhook's body limit plus room for the hand-off's own fields: whatever SIP headers the
@@ -54,6 +56,19 @@ class HandoffRequest(BaseModel):
                 break
             kept.append(SipHeader(name=header.name[:256], value=value))
         return self.model_copy(update={"sipHeaders": kept})
+
+
+class AcceptOutcome(BaseModel):
+    """What became of the accept of a reserved call. `retrying`: it failed in a way the service's
+    retry of the webhook may fix (a 5xx), so the reservation stands a while longer."""
+
+    callId: CallId
+    accepted: bool
+    retrying: bool = False
+    error: str | None = Field(default=None, max_length=500)
+
+    def body(self) -> bytes:
+        return self.model_dump_json().encode()
 
 
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+)", re.IGNORECASE)

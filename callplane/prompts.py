@@ -23,3 +23,9 @@ WRAP_UP = (
 )
 
 HANDOFF_GOODBYE = "Tell the caller in one short sentence that you are transferring them to a colleague now."
+
+# Sent once after a replica resumed a call whose previous owner died: nobody listened for a moment.
+RE_ENGAGE = (
+    "There was a brief interruption on our side. If the caller asked or said something you have not "
+    "answered yet, answer it now; otherwise briefly ask whether they are still there and how you can help."
+)

@@ -26,7 +26,16 @@ from pydantic import ValidationError
 from callplane import signing
 from callplane.call_control import CallControl, CallControlError
 from callplane.clock import now_ms
-from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader, caller_phone, clean_text, e164
+from callplane.handoff import (
+    HANDOFF_PATH,
+    OUTCOME_PATH,
+    AcceptOutcome,
+    HandoffRequest,
+    SipHeader,
+    caller_phone,
+    clean_text,
+    e164,
+)
 from callplane.ids import BadId, check_id
 from callplane.session_config import VoiceMode, accept_body
 from callplane.settings import Settings
@@ -210,10 +219,37 @@ async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str,
         reason = taken or "no capacity; rejected busy (486)"
         await _refuse(deps, call_id, phone, received_ms, 486 if taken is False else 480, reason, overflow=True)
         return Reply(200, {"rejected": True, "callId": call_id})
-    accepted = await _accept(deps, call_id, handoff.webhookId, extra)
-    if accepted is not None:
-        return accepted
+    refused = await _accept(deps, call_id, handoff.webhookId, extra)
+    # Two-phase hand-off: the owner holds the reservation and opens the control socket only once
+    # it hears the accept landed (or releases it and records the failure).
+    await _tell_owner(deps, _outcome_of(call_id, refused), extra)
+    if refused is not None:
+        return refused
     return Reply(200, {"accepted": True, "callId": call_id})
+
+
+def _outcome_of(call_id: str, refused: Reply | None) -> AcceptOutcome:
+    if refused is None:
+        return AcceptOutcome(callId=call_id, accepted=True)
+    error = str(refused.body.get("error") or refused.body.get("reason") or "accept failed")
+    return AcceptOutcome(callId=call_id, accepted=False, retrying=refused.status == 503, error=error)
+
+
+async def _tell_owner(deps: WebhookDeps, outcome: AcceptOutcome, extra: dict[str, Any]) -> None:
+    """Best effort, twice: an owner that never hears tries its socket once its wait runs out."""
+    url = deps.settings.session_host_url.rstrip("/") + OUTCOME_PATH.format(call_id=outcome.callId)
+    body = outcome.body()
+    for attempt in (1, 2):
+        headers = {"content-type": "application/json", **signing.sign_headers(deps.settings.handoff_secret, body)}
+        try:
+            async with deps.http.post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=2.0)
+            ) as resp:
+                await resp.read()
+                if resp.status < 500:
+                    return
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("accept outcome not delivered: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
 
 
 async def _refuse(

@@ -93,6 +93,7 @@ async def service_info(request: web.Request) -> web.Response:
                 "serverEvents": app[keys.OPTIONS].counters.server_events,
             },
             "uptime": now_ms() - app[keys.STARTED],
+            "taskRestarts": app[keys.RESTARTS],
             "endpoints": openapi.endpoints(),
         }
     )

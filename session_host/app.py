@@ -12,21 +12,24 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from azure.core.exceptions import AzureError
 
 from callplane.call_control import CallControl
 from callplane.clock import now_ms
 from callplane.http_server import json_errors
 from callplane.logs import Throttle
 from callplane.settings import Settings
+from callplane.store import leases
 from callplane.store.calls import CallReader
 from callplane.store.leases import Lease
 from callplane.store.models import CallRecord
 from callplane.store.rollups import call_started
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
+from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
 from session_host import api, auth, dashboard, keys
-from session_host.handoff_routes import take_call
+from session_host.handoff_routes import accept_outcome, take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
@@ -87,8 +90,25 @@ async def _resume(app: web.Application, lease: Lease) -> None:
         keeper=LeaseKeeper(app[keys.TABLES], lease, lease.request),
         resumed=record,
         resumed_turns=record.messageCount,
+        # Taken from a dead replica (not offered by a live one): nobody listened for a while.
+        reengage=not lease.offered,
     )
     app[keys.REGISTRY].start(session)
+
+
+async def _end_streams(app: web.Application) -> None:
+    if keys.LIVE in app:
+        app[keys.LIVE].end_streams()
+
+
+async def _peers_alive(app: web.Application) -> bool:
+    """Another replica that beats and is not draining: someone live calls can be handed to."""
+    try:
+        beats = await leases.beats(app[keys.TABLES])
+    except AzureError:
+        return True  # cannot tell: offer anyway; the call stays here unless a peer takes it
+    me = app[keys.REPLICA]
+    return any(b.alive and not b.draining and b.replica != me for b in beats)
 
 
 def _put_live_calls_again(app: web.Application, counts_lost_before: int) -> None:
@@ -154,11 +174,13 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.HEARTBEAT] = heartbeat
     registry.before_handover = heartbeat.announce_draining
+    registry.peers_alive = lambda: _peers_alive(app)
     app[keys.WRITER].on_store_reset = lambda lost_before: _put_live_calls_again(app, lost_before)
     await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
+    restarts = app[keys.RESTARTS]
     tasks = [
-        asyncio.create_task(heartbeat.run(), name="heartbeat"),
-        asyncio.create_task(_sweep_forever(app), name="lease-sweeper"),
+        asyncio.create_task(supervised("heartbeat", heartbeat.run, restarts), name="heartbeat"),
+        asyncio.create_task(supervised("lease-sweeper", lambda: _sweep_forever(app), restarts), name="lease-sweeper"),
     ]
     yield
     tasks[1].cancel()
@@ -180,6 +202,7 @@ def create_app(
         client_max_size=1024 * 1024,
     )
     app[keys.THROTTLE] = Throttle()
+    app[keys.RESTARTS] = {}
     app[keys.SIGN_IN] = SignInLimiter()
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
@@ -194,9 +217,13 @@ def create_app(
     app[keys.TELEMETRY] = telemetry or Telemetry()
     app[keys.TELEMETRY].observe_active_calls(lambda: len(registry))
 
+    # SSE streams end first on shutdown: aiohttp waits for open requests before the cleanup, and a
+    # dashboard's stream would otherwise hold the grace period until it times out.
+    app.on_shutdown.append(_end_streams)
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
     app.cleanup_ctx.extend([loop_ctx, http_ctx, store_ctx, live_ctx, calls_ctx])
     app.router.add_post("/internal/calls", take_call)
+    app.router.add_post("/internal/calls/{call_id}/accept-outcome", accept_outcome)
     app.router.add_post("/api/session", auth.create_session)
     app.router.add_delete("/api/session", auth.delete_session)
     api.add_routes(app)

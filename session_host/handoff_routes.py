@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from callplane import signing
 from callplane.bodies import read_limited
 from callplane.clock import now_ms
-from callplane.handoff import MAX_HANDOFF, HandoffRequest
+from callplane.handoff import MAX_HANDOFF, AcceptOutcome, HandoffRequest
 from callplane.store import leases
 from callplane.store.models import CallStatus
 from callplane.telemetry import Telemetry
@@ -104,3 +104,29 @@ async def take_call(request: web.Request) -> web.Response:
     registry.start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})
     return web.json_response({"callId": req.callId, "status": "taken"}, status=202)
+
+
+async def accept_outcome(request: web.Request) -> web.Response:
+    """The Function App's word on a reserved call's accept. Delivered to the session when the call
+    is here; otherwise left in the store for its owner (the ingress may route to any replica)."""
+    app = request.app
+    body = await read_limited(request, 4096)
+    try:
+        signing.verify(app[keys.SETTINGS].handoff_secret, body, dict(request.headers))
+    except signing.SignatureError as exc:
+        return web.json_response({"error": f"invalid signature: {exc}"}, status=401)
+    try:
+        outcome = AcceptOutcome.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return web.json_response(
+            {"error": f"invalid outcome: {'.'.join(map(str, first['loc']))}: {first['msg']}"}, status=400
+        )
+    if outcome.callId != request.match_info["call_id"]:
+        return web.json_response({"error": "callId does not match the path"}, status=400)
+    session = app[keys.REGISTRY].sessions.get(outcome.callId)
+    if session is not None:
+        session.accept_outcome(outcome)
+        return web.json_response({"callId": outcome.callId, "status": "delivered"})
+    await leases.put_outcome(app[keys.TABLES], outcome)
+    return web.json_response({"callId": outcome.callId, "status": "left for the owner"}, status=202)

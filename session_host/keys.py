@@ -35,3 +35,4 @@ LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
 THROTTLE = web.AppKey("log_throttle", Throttle)
 SIGN_IN = web.AppKey("sign_in_limiter", SignInLimiter)
+RESTARTS = web.AppKey("task_restarts", dict[str, int])  # background task name -> restarts after a crash

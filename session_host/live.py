@@ -77,8 +77,12 @@ class LiveFeed:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self.end_streams()
+
+    def end_streams(self) -> None:
+        """Tell every open stream to end (shutdown: browsers reconnect to another replica)."""
         for queue in list(self._subscribers):
-            _offer(queue, None)  # tells each stream to end
+            _offer(queue, None)
 
     def subscribe(self) -> asyncio.Queue[Snapshot | None]:
         queue: asyncio.Queue[Snapshot | None] = asyncio.Queue(maxsize=1)

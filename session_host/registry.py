@@ -19,6 +19,7 @@ class CallRegistry:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.accepting = True
         self.before_handover: Callable[[], Awaitable[object]] | None = None
+        self.peers_alive: Callable[[], Awaitable[bool]] | None = None
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -58,6 +59,11 @@ class CallRegistry:
         and wrap those up politely near the end of the grace period."""
         self.accepting = False
         sessions = list(self.sessions.values())
+        if sessions and self.peers_alive is not None and not await self.peers_alive():
+            # Nobody to hand to: the calls go on here, fully served, until they end or the grace
+            # period nearly runs out (a deploy of a single replica must not cut its callers).
+            log.info("no peer to hand %d live calls to; serving them here", len(sessions), extra={"cat": "CALL"})
+            sessions = []
         if sessions:
             if self.before_handover is not None:
                 await self.before_handover()

@@ -7,6 +7,7 @@ starts tracked tasks (tools, hang-ups); it never waits on storage, which is writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+from azure.core.exceptions import AzureError
 from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionCompletedEvent,
     InputAudioBufferSpeechStartedEvent,
@@ -43,12 +45,13 @@ from pydantic import ValidationError
 from callplane import prompts
 from callplane.call_control import CallControl, CallControlError, socket_url
 from callplane.clock import now_ms, percentile
-from callplane.handoff import HandoffRequest
+from callplane.handoff import AcceptOutcome, HandoffRequest
 from callplane.logs import SUMMARY_FIELD
 from callplane.model_summary import model_summary
 from callplane.realtime_events import parse_server_event, peek_type
 from callplane.session_config import VoiceMode, greeting_request, session_update
 from callplane.settings import Settings
+from callplane.store import leases
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
 from callplane.store.rollups import call_finished, call_started
 from callplane.store.writer import StoreWriter
@@ -60,6 +63,7 @@ from session_host.ownership import LeaseKeeper, LeaseTiming
 from session_host.tools_runner import ToolOutcome, run_tool
 
 log = logging.getLogger("session_host.session")
+CLAIM_WINDOW_S = 10.0  # after a takeover: long enough for the previous owner to notice it lost the call
 Event = dict[str, Any]
 
 
@@ -90,7 +94,8 @@ class SessionOptions:
     wrap_up_s: float = 10.0
     counters: HostCounters = field(default_factory=HostCounters)
     lease: LeaseTiming = field(default_factory=LeaseTiming)
-    accept_wait_s: float = 8.0  # how long the first upgrade may wait for the Function App's accept
+    accept_wait_s: float = 8.0  # how long a reserved call waits for the Function App's word on the accept
+    accept_retry_wait_s: float = 60.0  # after a retryable accept failure: the service's retry may come
 
 
 class CallSession:
@@ -110,6 +115,7 @@ class CallSession:
         keeper: LeaseKeeper | None = None,
         resumed: CallRecord | None = None,
         resumed_turns: int = 0,
+        reengage: bool = False,
     ) -> None:
         self.keeper = keeper
         self.resumed = resumed
@@ -151,7 +157,15 @@ class CallSession:
         self._handing_over = False
         self._connected_once = False
         self.counted_at_ms = 0  # when this replica put the call's "started" count (0: a peer did)
+        self._outcome: AcceptOutcome | None = None
+        self._reengage = reengage  # resumed after a crash: the caller may be waiting in silence
+        # Until then (monotonic), answers to function calls are claimed in the store first: the
+        # previous owner may still hear the call (see leases.claim_answer).
+        self._claim_until = 0.0
+        self.replica = replica
+        self._outcome_changed = asyncio.Event()
         if resumed is not None:
+            self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
             # Taking over from a replica that stopped or died: go on from the stored state.
             self.call = resumed.model_copy(update={"replica": replica, "status": CallStatus.ACTIVE})
             self._seq = resumed_turns
@@ -196,7 +210,8 @@ class CallSession:
         # "completed", which would claim the caller hung up.
         status, reason = CallStatus.FAILED, "session host stopped before the call ended"
         try:
-            status, reason = await self._connect_until_end()
+            refused = None if self.resumed is not None else await self._wait_for_accept()
+            status, reason = refused or await self._connect_until_end()
         finally:
             await self._cancel_tasks()
             if self._yielded:
@@ -208,6 +223,42 @@ class CallSession:
                     await self.keeper.release()
             if self.on_finish is not None:
                 await self.on_finish(self)
+
+    def accept_outcome(self, outcome: AcceptOutcome) -> None:
+        """The Function App's word on the accept (delivered by the hand-off route)."""
+        self._outcome = outcome
+        self._outcome_changed.set()
+
+    async def _wait_for_accept(self) -> tuple[CallStatus, str] | None:
+        """A reserved call opens its socket only once the accept has landed: None then. A refused
+        accept ends the reservation here: its status and reason. When no word comes (the
+        Function App died, or its word went to another replica and the store cannot say), the
+        socket is tried once the wait runs out: the service's answer settles it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.opts.accept_wait_s
+        while loop.time() < deadline:
+            try:
+                await asyncio.wait_for(self._outcome_changed.wait(), min(0.5, max(0.0, deadline - loop.time())))
+            except TimeoutError:
+                if self.keeper is not None:  # the word may have reached another replica
+                    with contextlib.suppress(AzureError):
+                        stored = await leases.take_outcome(self.keeper.tables, self.req.callId)
+                        if stored is not None:
+                            self.accept_outcome(stored)
+            self._outcome_changed.clear()
+            outcome = self._outcome
+            if outcome is None:
+                continue
+            if outcome.accepted:
+                return None
+            if outcome.retrying:  # the service retries the webhook: hold the reservation longer
+                self._outcome = None
+                deadline = loop.time() + self.opts.accept_retry_wait_s
+                continue
+            log.warning("the accept failed: %s", outcome.error, extra=self.extra)
+            return CallStatus.FAILED, f"accept failed: {outcome.error or 'unknown'}"
+        log.warning("no word on the accept; trying the control socket", extra=self.extra)
+        return None
 
     async def _connect_until_end(self) -> tuple[CallStatus, str]:
         """(Re)connect the control socket until the call ends; its final status and reason."""
@@ -247,6 +298,8 @@ class CallSession:
             return CallStatus.FAILED, "call gone while its replica was away"
         if self._greeted:
             return CallStatus.FAILED, "call gone after the control socket dropped"
+        if self._outcome is None or not self._outcome.accepted:
+            return CallStatus.FAILED, "the call was never accepted"
         return CallStatus.FAILED, "call gone before the control socket opened"
 
     async def hand_over(self, wait_s: float) -> bool:
@@ -255,19 +308,19 @@ class CallSession:
         if self.keeper is None or self._ws is None:
             return False
         self._handing_over = True
+        self._claim_until = float("inf")  # both replicas may hear the call until the peer is up
         self._publish()
         await self.writer.flush(force=True)
         taken = await self.keeper.hand_over(wait_s)
         if not taken:
             self._handing_over = False
+            self._claim_until = 0.0
         return taken
 
-    async def _connect_and_pump(self) -> bool:
-        """One socket's life. True when the far side ended the call cleanly."""
-        url = socket_url(self.settings, self.req.callId)
+    async def _open_socket(self) -> aiohttp.ClientWebSocketResponse:
         try:
-            ws = await self.http.ws_connect(
-                url,
+            return await self.http.ws_connect(
+                socket_url(self.settings, self.req.callId),
                 headers=await self.control.auth.headers(),
                 heartbeat=20.0,
                 max_msg_size=16 * 1024 * 1024,
@@ -279,6 +332,25 @@ class CallSession:
             if exc.status == 400 and not self._connected_once:
                 raise NotYetAccepted() from None
             raise
+
+    async def _on_open(self) -> None:
+        """What goes out first on a new socket: the session, then a greeting or a re-engagement."""
+        await self._send(session_update(self.settings, self._voice_mode))
+        if self._reengage:
+            # Nobody listened for a while (the previous owner died): whatever the caller said
+            # meanwhile is unanswered. Ask the model to pick the conversation up at once.
+            self._reengage = False
+            await self._send({"type": "response.create", "response": {"instructions": prompts.RE_ENGAGE}})
+            log.info("re-engaged the caller after a takeover", extra=self.extra)
+        if not self._greeted:
+            self._greeted = True
+            self.call.greetingDelayMs = float(now_ms() - self.req.receivedAt)
+            await self._send(greeting_request())
+            log.info("greeting requested %.0f ms after the webhook", self.call.greetingDelayMs, extra=self.extra)
+
+    async def _connect_and_pump(self) -> bool:
+        """One socket's life. True when the far side ended the call cleanly."""
+        ws = await self._open_socket()
         self._ws = ws
         self._connected_once = True
         log.info("control socket open", extra=self.extra)
@@ -286,13 +358,10 @@ class CallSession:
         if self.keeper is not None:
             self._spawn(self.keeper.attached(), "attached")
             self._spawn(self._close_when_lost(ws, self.keeper), "lost-watch")
+        if self.resumed is not None and self._claim_until == float("inf"):
+            self._claim_until = time.monotonic() + CLAIM_WINDOW_S
         try:
-            await self._send(session_update(self.settings, self._voice_mode))
-            if not self._greeted:
-                self._greeted = True
-                self.call.greetingDelayMs = float(now_ms() - self.req.receivedAt)
-                await self._send(greeting_request())
-                log.info("greeting requested %.0f ms after the webhook", self.call.greetingDelayMs, extra=self.extra)
+            await self._on_open()
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self._dispatch(msg.data)
@@ -301,8 +370,7 @@ class CallSession:
         finally:
             guard.cancel()
             self._ws = None
-        code = ws.close_code
-        return code == 1000 or self._end is not None
+        return ws.close_code == 1000 or self._end is not None
 
     async def _close_when_lost(self, ws: aiohttp.ClientWebSocketResponse, keeper: LeaseKeeper) -> None:
         await keeper.lost.wait()
@@ -503,12 +571,41 @@ class CallSession:
 
     # --- tools -------------------------------------------------------------------------------
     async def _run_tools(self, resp: _Response) -> None:
+        if self.keeper is not None and self.keeper.lost.is_set():
+            return  # the call's next owner answers these: exactly one replica runs a call's tools
+        outcomes, follow_ups, answered = await self._answer_calls(resp)
+        try:
+            if self._after_response is not None and self._after_response[1] is Action.END_CALL:
+                # The goodbye was said before the model called end_call: hang up, no new response.
+                await self._do_after_response()
+                return
+            if not answered:
+                return  # every call was answered by the other replica, which also asks for the response
+            body: Event = {"type": "response.create"}
+            if follow_ups:
+                body["response"] = {"instructions": prompts.INSTRUCTIONS + "\n" + " ".join(follow_ups)}
+            await self._send(body)
+        finally:
+            # Bookkeeping (log line, metrics, the record copy for the store) after the caller's
+            # answer is on its way: the round trip is what the caller waits through.
+            for outcome in outcomes:
+                self.telemetry.tool_duration.record(
+                    outcome.duration_ms, {"tool": outcome.name, "success": outcome.success}
+                )
+                self._record_tool(outcome)
+
+    async def _answer_calls(self, resp: _Response) -> tuple[list[ToolOutcome], list[str], int]:
+        """Answer this response's function calls: (tool outcomes, follow-up instructions, how many
+        calls this replica answered, skipped ones included)."""
         ctx = ToolContext(self.req.callId, self.req.callerPhone, self.settings.sip_target_uri)
         follow_ups: list[str] = []
         outcomes: list[ToolOutcome] = []
-        if self._handing_over or (self.keeper is not None and self.keeper.lost.is_set()):
-            return  # the call's next owner answers these: exactly one replica runs a call's tools
+        answered = 0
         for call_id, name, arguments in resp.calls:
+            if not await self._may_answer(call_id):
+                log.info("%s answered by the other replica", name, extra={"cat": "TOOL", "call_id": self.req.callId})
+                continue
+            answered += 1
             tool = TOOLS.get(name)
             if resp.interrupted and tool is not None and tool.irreversible:
                 log.warning(
@@ -529,23 +626,19 @@ class CallSession:
                 follow_ups.append(outcome.follow_up)
             if outcome.action is not Action.NONE:
                 self._after_response = (name, outcome.action, outcome.action_arg)
+        return outcomes, follow_ups, answered
+
+    async def _may_answer(self, function_call_id: str) -> bool:
+        """Whether this replica answers the function call: always when it alone hears the call;
+        around a change of owner, only if its claim in the store wins (exactly once)."""
+        if self.keeper is not None and self.keeper.lost.is_set():
+            return False
+        if time.monotonic() >= self._claim_until or self.keeper is None:
+            return True
         try:
-            if self._after_response is not None and self._after_response[1] is Action.END_CALL:
-                # The goodbye was said before the model called end_call: hang up, no new response.
-                await self._do_after_response()
-                return
-            body: Event = {"type": "response.create"}
-            if follow_ups:
-                body["response"] = {"instructions": prompts.INSTRUCTIONS + "\n" + " ".join(follow_ups)}
-            await self._send(body)
-        finally:
-            # Bookkeeping (log line, metrics, the record copy for the store) after the caller's
-            # answer is on its way: the round trip is what the caller waits through.
-            for outcome in outcomes:
-                self.telemetry.tool_duration.record(
-                    outcome.duration_ms, {"tool": outcome.name, "success": outcome.success}
-                )
-                self._record_tool(outcome)
+            return await leases.claim_answer(self.keeper.tables, self.req.callId, function_call_id, self.replica)
+        except AzureError:
+            return True  # the store is down: an answer twice beats a caller left waiting
 
     async def _send_output(self, call_id: str, output: dict[str, Any]) -> None:
         await self._send(

@@ -33,6 +33,8 @@ class SimCall:
     accept_body: dict[str, Any] | None = None
     session: dict[str, Any] = field(default_factory=dict)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    early_sockets: int = 0  # upgrades attempted before the accept (refused)
+    outputs_per_function_call: dict[str, int] = field(default_factory=dict)  # answered twice shows here
     socket_opens: int = 0
     socket_open_times: list[float] = field(default_factory=list)  # epoch ms of every attach
     referred_to: str | None = None
@@ -79,6 +81,7 @@ class SimCall:
             "referredTo": self.referred_to,
             "rejectedWith": self.rejected_with,
             "socketOpens": self.socket_opens,
+            "earlySockets": self.early_sockets,
             "marks": {k: round(v, 2) for k, v in m.items()},
             "webhookToAcceptMs": span("webhook_sent", "accept"),
             "acceptToSocketMs": span("accept", "ws_open"),

@@ -39,6 +39,10 @@ class SimConfig:
     entra_tokens: set[str] = field(default_factory=set)
     # The next N management calls answer 403, as Azure does until a new role assignment propagates.
     forbidden_next: int = 0
+    # What a control socket opened before the accept gets. Undocumented by the service; OpenAI's
+    # SIP guide says to open it after the accept returns. 404 (as for an unknown call) is the
+    # strict default: a client that depends on any particular answer fails here.
+    pre_accept_status: int = 404
 
 
 class Simulator:
@@ -332,11 +336,14 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
         return _err(401, "Incorrect API key provided.", "invalid_api_key")
     call_id = request.query.get("call_id", "")
     call = sim.calls.get(call_id)
-    # Assumption (the real service does not document it): an ended or unknown call is a 404.
+    # An ended or unknown call is a 404 (as call control answers for one).
     if call is None or call.state is CallState.ENDED:
         return _err(404, f"Call '{call_id}' not found.", "call_id_not_found", "call_id")
     if call.state is CallState.RINGING:
-        return _err(400, "Call has not been accepted.", "invalid_call_state")
+        call.early_sockets += 1
+        if sim.config.pre_accept_status == 404:
+            return _err(404, f"Call '{call_id}' not found.", "call_id_not_found", "call_id")
+        return _err(sim.config.pre_accept_status, "Call has not been accepted.", "invalid_call_state")
     ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
     call.sockets.append(ws)
@@ -427,6 +434,7 @@ async def _response_create(sim: Simulator, call: SimCall, runner: Runner, ev: di
 async def _item_create(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
     item = ev["item"]
     if item.get("type") == "function_call_output":
+        call.outputs_per_function_call[item["call_id"]] = call.outputs_per_function_call.get(item["call_id"], 0) + 1
         call.tool_outputs[item["call_id"]] = _maybe_json(item.get("output"))
         waiter = call.output_waiters.pop(item["call_id"], None)
         if waiter is not None and not waiter.done():

@@ -95,6 +95,7 @@ async def run_stack(
     time_scale: float = 20.0,
     options: SessionOptions | None = None,
     telemetry: Telemetry | None = None,
+    pre_accept_status: int = 404,
     **overrides: str,
 ) -> AsyncIterator[Stack]:
     sim_port, fn_port, host_port = free_port(), free_port(), free_port()
@@ -109,6 +110,7 @@ async def run_stack(
             dialect=dialect,
             time_scale=time_scale,
             webhook_retries=1,
+            pre_accept_status=pre_accept_status,
         )
     )
     host_app = create_session_host(

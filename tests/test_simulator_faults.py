@@ -34,7 +34,7 @@ async def test_delayed_duplicate_and_slow_accept_still_one_call(conn: str) -> No
 
 
 async def test_accept_500_asks_the_service_to_retry(conn: str) -> None:
-    options = SessionOptions(reconnect_base_s=0.05, accept_wait_s=1.5)
+    options = SessionOptions(reconnect_base_s=0.05, accept_wait_s=1.5, accept_retry_wait_s=1.5)
     async with run_stack(conn, options=options) as stack:
         call_id = await stack.place("greeting_only", faults={"accept_status": 500})
         await asyncio.sleep(1.0)
@@ -137,7 +137,7 @@ async def test_call_control_status_codes(conn: str) -> None:
         async with stack.http.get(
             f"{stack.sim_url.replace('http', 'ws')}/v1/realtime?call_id={call.call_id}", headers=auth
         ) as resp:
-            assert resp.status == 400, "no socket before the accept"
+            assert resp.status == 404, "no socket before the accept (strict: as for an unknown call)"
         async with stack.http.post(f"{base}/accept", data=b"{oops", headers=auth) as resp:
             assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
         async with stack.http.post(f"{base}/accept", json={"model": "x"}, headers=auth) as resp:

@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableTransactionError, UpdateMode
 
 from callplane.clock import now_ms
-from callplane.handoff import HandoffRequest
+from callplane.handoff import AcceptOutcome, HandoffRequest
 from callplane.store.models import to_entity
 from callplane.store.tables import Tables
 
@@ -242,3 +242,43 @@ async def release(tables: Tables, lease: Lease) -> None:
         )
     except (ResourceModifiedError, ResourceNotFoundError):
         pass
+
+
+# --- accept outcomes that reached a replica other than the owner ---------------------------------
+OUTCOME_PK = "outcome"
+
+
+async def put_outcome(tables: Tables, outcome: AcceptOutcome) -> None:
+    """Left for the owner, which looks here when the Function App's word did not reach it."""
+    await tables.leases.upsert_entity(
+        {"PartitionKey": OUTCOME_PK, "RowKey": outcome.callId, "outcome": outcome.model_dump_json()}
+    )
+
+
+async def take_outcome(tables: Tables, call_id: str) -> AcceptOutcome | None:
+    try:
+        entity = await tables.leases.get_entity(OUTCOME_PK, call_id)
+    except ResourceNotFoundError:
+        return None
+    try:
+        await tables.leases.delete_entity(OUTCOME_PK, call_id)
+    except ResourceNotFoundError:
+        pass
+    return AcceptOutcome.model_validate_json(str(entity["outcome"]))
+
+
+# --- exactly-once answers to function calls around a change of owner ---------------------------
+ANSWER_PK = "answer"
+
+
+async def claim_answer(tables: Tables, call_id: str, function_call_id: str, replica: str) -> bool:
+    """While two replicas may both hear a call (a hand-over in progress, the first seconds after a
+    takeover), each claims a function call before answering it: an atomic insert keyed by the
+    function call's id, so exactly one of them answers. False: the other one has it."""
+    try:
+        await tables.leases.create_entity(
+            {"PartitionKey": ANSWER_PK, "RowKey": f"{call_id}:{function_call_id}"[:512], "replica": replica}
+        )
+    except ResourceExistsError:
+        return False
+    return True
