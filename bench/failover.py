@@ -137,7 +137,19 @@ async def outcome(http: aiohttp.ClientSession, url: str, calls: list[SimCall]) -
         lost += max(0, played - stored)
         doubled += max(0, stored - played)
         twice += len(c.tool_outputs) > 2 or len(c.tool_round_trips) > 2
-    return {"cut": cut, "turns_lost": lost, "turns_doubled": doubled, "tools_twice": twice}
+    unanswered = sum(c.function_calls_unanswered for c in calls)
+    answered_twice = sum(1 for c in calls for n in c.outputs_per_function_call.values() if n > 1)
+    return {
+        "cut": cut,
+        "turns_lost": lost,
+        "turns_doubled": doubled,
+        "tools_twice": twice,
+        "fn_calls": sum(c.function_calls_emitted for c in calls),
+        "unanswered": unanswered,
+        "answered_twice": answered_twice,
+        "greeted": sum(1 for c in calls if "greeting_requested" in c.marks),
+        "early_sockets": sum(c.early_sockets for c in calls),
+    }
 
 
 async def scenario_rolling(
@@ -175,6 +187,32 @@ async def scenario_kill(
     await a.start(http)
     out = await outcome(http, b.url, calls)
     out.update(calls=n, resumed=len(waits), resume_p50_s=percentile(waits, 50), resume_p95_s=percentile(waits, 95))
+    return out
+
+
+async def scenario_single(
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
+) -> dict[str, Any]:
+    """One replica only (b stopped): SIGTERM while its calls use tools; no peer to hand to."""
+    await b.stop(signal.SIGTERM)
+    await a.stop(signal.SIGTERM)
+    a.env["SHUTDOWN_GRACE_SECONDS"] = "120"  # longer than a call: nothing should need cutting
+    await a.start(http)
+    calls = await place(sim, http, env, [a.url], n, ramp=2.0)
+    await asyncio.sleep(3.0)
+    t0 = time.monotonic()
+    rc = await a.stop(signal.SIGTERM)
+    stopped_s = time.monotonic() - t0
+    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
+    await a.start(http)
+    out = await outcome(http, a.url, calls)
+    out.update(
+        calls=n,
+        completed=sum(1 for c in calls if c.end_reason == "caller hung up"),
+        exit_code=rc,
+        stop_s=round(stopped_s, 1),
+    )
+    await b.start(http)
     return out
 
 
@@ -225,6 +263,8 @@ async def main(args: argparse.Namespace) -> None:
                 results["rolling restart"] = await scenario_rolling(sim, http, env, a, b, args.calls)
                 results["SIGKILL one replica"] = await scenario_kill(sim, http, env, a, b, args.calls)
                 results["duplicate hand-offs"] = await scenario_duplicates(sim, http, env, a, b, args.calls)
+                single = max(1, args.calls // 2)
+                results["SIGTERM, 1 replica"] = await scenario_single(sim, http, env, a, b, single)
                 for r in (a, b):
                     await r.stop(signal.SIGTERM)
         finally:
@@ -240,7 +280,11 @@ async def main(args: argparse.Namespace) -> None:
             f"{name:22} | "
             + " | ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
         )
-    print("targets: rolling restart cut=0 and turns lost/doubled=0; SIGKILL resume_p95_s <= 5; duplicates run_twice=0")
+    print(
+        "targets: rolling restart cut=0, turns lost/doubled=0, unanswered=0, answered_twice=0; SIGKILL resume_p95_s "
+        "<= 5; duplicates run_twice=0; SIGTERM with 1 replica: completed=calls, unanswered=0; every call greeted "
+        "with early_sockets=0 (the simulator refuses a socket before the accept with 404)"
+    )
 
 
 if __name__ == "__main__":

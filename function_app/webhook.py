@@ -296,7 +296,7 @@ async def _accept_with_fallback(
             if exc.call_gone:
                 # The replica that took the call sees the same (its upgrade gets 404) and records it.
                 log.warning("call ended before the accept (%s)", exc.code, extra=extra)
-                return Reply(200, {"accepted": False, "reason": "call_id_not_found"})
+                return Reply(200, {"accepted": False, "reason": "the call ended before the accept (call_id_not_found)"})
             if exc.status == 409 or (exc.code or "").endswith("already_accepted"):
                 return None
             log.error("accept failed: %s", exc, extra=extra)

@@ -257,6 +257,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[float] = loop.create_future()
         call.output_waiters[call_id] = waiter
+        call.function_calls_emitted += 1
         # From here the client's next response.create belongs to this tool round trip, even when it
         # arrives in the same breath as the function_call_output.
         call.awaiting_response = True
@@ -283,6 +284,7 @@ class Runner:
             await asyncio.wait_for(asyncio.shield(waiter), timeout=15 / self.scale + 2)
         except TimeoutError:
             call.output_waiters.pop(call_id, None)
+            call.function_calls_unanswered += 1
             call.awaiting_response = False
             return False
         req = await self._next_response_request(timeout_ms=15_000)

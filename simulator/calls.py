@@ -35,6 +35,8 @@ class SimCall:
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     early_sockets: int = 0  # upgrades attempted before the accept (refused)
     outputs_per_function_call: dict[str, int] = field(default_factory=dict)  # answered twice shows here
+    function_calls_emitted: int = 0
+    function_calls_unanswered: int = 0  # the model waited for an output that never came
     socket_opens: int = 0
     socket_open_times: list[float] = field(default_factory=list)  # epoch ms of every attach
     referred_to: str | None = None

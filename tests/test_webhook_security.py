@@ -128,7 +128,8 @@ async def test_accept_refused_because_call_gone_is_recorded_failed(conn: str) ->
         await stack.wait_ended(call_id)
         call = await stack.wait_call(call_id)
         assert call["status"] == "failed"
-        assert call["endReason"] == "call gone before the control socket opened"
+        assert call["endReason"] == "accept failed: the call ended before the accept (call_id_not_found)"
+        assert stack.sim.calls[call_id].summary()["socketOpens"] == 0, "no socket for a call never accepted"
 
 
 async def test_store_unreachable_answers_503(conn: str) -> None:
