@@ -7,7 +7,7 @@ import json
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr
 
 from callplane.ids import CallId, WebhookId
 
@@ -39,6 +39,10 @@ class HandoffRequest(BaseModel):
     sipHeaders: list[SipHeader] = Field(default_factory=list)
     webhookId: WebhookId
     receivedAt: int = Field(description="epoch ms when the webhook arrived")
+
+    # Decided by the Function App on the number as dialled (not sent: the hand-off is only made
+    # for admitted callers).
+    _admitted: bool = PrivateAttr(default=True)
 
     def body(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), separators=(",", ":")).encode()
@@ -93,3 +97,17 @@ def e164(number: str) -> str:
     bare = number.translate(_PHONE_PUNCTUATION)
     digits = bare.removeprefix("+")
     return bare if digits.replace("*", "").replace("?", "").isdigit() else number
+
+
+# SIP headers that name a party; dropped from what is stored when numbers are kept only hashed.
+IDENTITY_HEADERS = {"from", "f", "to", "t", "contact", "m", "p-asserted-identity", "remote-party-id", "diversion"}
+
+
+def hash_number(key: str, number: str) -> str:
+    """A caller's number as stored with HASH_CALLER_NUMBERS: a keyed hash of its E.164 form, so
+    the same caller always maps to the same value (and can be found and deleted) but the number
+    cannot be read back, nor guessed without the key."""
+    import hashlib
+    import hmac
+
+    return "h:" + hmac.new(key.encode(), e164(number).encode(), hashlib.sha256).hexdigest()[:24]

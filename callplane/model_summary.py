@@ -38,7 +38,8 @@ async def model_summary(
     lines: Sequence[tuple[str, str]],
     outcome: str,
     timeout_s: float = 8.0,
-) -> str | None:
+) -> tuple[str, int] | None:
+    """The model's summary and the tokens it cost, or None (the offline summary stays)."""
     if not settings.summary_model or not lines:
         return None
     body = {
@@ -60,4 +61,6 @@ async def model_summary(
         log.warning("model summary failed: %s", type(exc).__name__)
         return None
     content = completion.choices[0].message.content if completion.choices else None
-    return content.strip()[:1000] if content and content.strip() else None
+    if not content or not content.strip():
+        return None
+    return content.strip()[:1000], completion.usage.total_tokens if completion.usage else 0

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callplane.pricing import Price, parse_prices, price_for
 from callplane.vault import KeyVaultSource, SecretSource, read_secrets, wanted_for
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,13 @@ class Settings(BaseSettings):
     applicationinsights_connection_string: str = Field(default="", alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
     functions_port: int = Field(default=7071, alias="FUNCTIONS_PORT", ge=1, le=65535)
     max_call_seconds: float = Field(default=1800.0, alias="MAX_CALL_SECONDS", gt=0)
+    # Calls, transcripts and index rows older than this are purged (0: kept forever).
+    retention_days: float = Field(default=30.0, alias="RETENTION_DAYS", ge=0)
+    # Store callers' numbers only as a keyed hash (HMAC-SHA256 with CALLER_HASH_KEY).
+    hash_caller_numbers: bool = Field(default=False, alias="HASH_CALLER_NUMBERS")
+    caller_hash_key: str = Field(default="", alias="CALLER_HASH_KEY")
+    # Token prices (JSON, USD per million) over the defaults in callplane/pricing.py.
+    prices: str = Field(default="", alias="PRICES")
     # A chat model (Azure: its deployment name) for the end-of-call summary; empty = offline only.
     summary_model: str = Field(default="", alias="SUMMARY_MODEL")
     shutdown_grace_seconds: float = Field(default=25.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
@@ -159,6 +167,11 @@ class Settings(BaseSettings):
     def dialect(self) -> Dialect:
         assert self.realtime_dialect is not None  # set by _derive
         return self.realtime_dialect
+
+    @property
+    def price(self) -> Price:
+        """The realtime model's token prices (PRICES over the defaults)."""
+        return price_for(parse_prices(self.prices), self.realtime_model)
 
     @property
     def call_control_base(self) -> str:
@@ -197,6 +210,10 @@ def _urls(s: Settings, role: Role, in_azure: bool) -> Problems:
         found.append(("OPENAI_BASE", "must be an http(s) URL"))
     if urlparse(s.realtime_ws_base).scheme not in ("ws", "wss"):
         found.append(("REALTIME_WS_BASE", "must be a ws(s) URL"))
+    try:
+        parse_prices(s.prices)
+    except ValueError as exc:
+        found.append(("PRICES", str(exc)))
     if s.dialect is Dialect.AZURE and s.realtime_api_version:
         found.append(
             (
@@ -247,6 +264,8 @@ def _handoff_and_store(s: Settings, role: Role, in_azure: bool) -> Problems:
     found += _whsec_problem("HANDOFF_SECRET", s.handoff_secret) if s.handoff_secret else []
     if s.handoff_secret and s.handoff_secret == s.openai_webhook_secret:
         found.append(("HANDOFF_SECRET", "must differ from OPENAI_WEBHOOK_SECRET (one leaked key must not sign both)"))
+    if s.hash_caller_numbers and len(s.caller_hash_key) < 16:
+        found.append(("CALLER_HASH_KEY", "must be at least 16 characters when HASH_CALLER_NUMBERS is on"))
     if not (s.storage_connection_string or s.storage_table_endpoint):
         found.append(
             ("STORAGE_CONNECTION_STRING", "set it (Azurite / account key) or STORAGE_TABLE_ENDPOINT (managed identity)")

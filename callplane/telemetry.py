@@ -8,7 +8,8 @@ Trace: the Function App's `webhook` span (with `accept` and `handoff` children) 
 in the hand-off's `traceparent` header; the session host continues it with a `call` span that
 lasts until the hang-up, with a `tool` span per function call.
 Metrics: voice.active_calls (gauge per replica; the Container Apps scale rule sums it),
-voice.turn_latency (ms), voice.tool_duration (ms), voice.webhook_outcomes, voice.errors.
+voice.turn_latency (ms), voice.tool_duration (ms), voice.webhook_outcomes, voice.errors,
+voice.tokens and voice.cost_usd (the model's usage as each response ends).
 """
 
 from __future__ import annotations
@@ -23,6 +24,35 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 
 log = logging.getLogger(__name__)
+
+
+# The distro attaches its OpenTelemetry log handler to this logger: the root, so every logger of
+# both apps (function_app.*, session_host.*, callplane.*) reaches Application Insights; the SDKs'
+# own loggers are held at WARNING by setup_logging.
+EXPORTED_LOGGER = ""
+
+
+class _Redacting(logging.Filter):
+    """For the exporter: the message rendered and redacted (phone numbers, emails) and every
+    extra redacted, before the OpenTelemetry handler turns them into attributes; the call id
+    stays an attribute of its own (`call_id`), a dimension to query by."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from callplane.redact import redact, redact_value
+
+        record.msg, record.args = redact(record.getMessage()), None
+        for key, value in list(vars(record).items()):
+            if key not in _STD_RECORD and key != "call_id":
+                setattr(record, key, redact_value(value))
+        return True
+
+
+_STD_RECORD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
+
+
+def redact_exported_logs(handler: logging.Handler) -> logging.Handler:
+    handler.addFilter(_Redacting())
+    return handler
 
 
 @cache  # the exporters are process-wide: install them once, whoever asks again
@@ -46,8 +76,11 @@ def configure(connection_string: str, service_name: str, client_id: str = "") ->
         **extra,
         connection_string=connection_string,
         resource=Resource.create({"service.name": service_name}),
-        logger_name="callplane",  # our own loggers only; PII is already redacted by the formatter
+        logger_name=EXPORTED_LOGGER,
     )
+    for handler in logging.getLogger(EXPORTED_LOGGER).handlers:
+        if type(handler).__name__ == "LoggingHandler":
+            redact_exported_logs(handler)
     log.info("telemetry exported to Application Insights as %s", service_name)
     return True
 
@@ -64,6 +97,9 @@ class Telemetry:
         self.webhook_outcomes = meter.create_counter("voice.webhook_outcomes")
         self.errors = meter.create_counter("voice.errors")
         self.calls_started = meter.create_counter("voice.calls_started")
+        # What the model costs, as it is spent (an alert on the hourly sum catches a runaway).
+        self.tokens = meter.create_counter("voice.tokens", description="Realtime model tokens (response.done usage)")
+        self.cost = meter.create_counter("voice.cost_usd", unit="USD", description="model tokens at PRICES")
 
     def observe_active_calls(self, count: Callable[[], int]) -> None:
         def callback(_: CallbackOptions) -> Iterable[Observation]:

@@ -28,6 +28,7 @@ from callplane.call_control import CallControl, CallControlError
 from callplane.clock import now_ms
 from callplane.handoff import (
     HANDOFF_PATH,
+    IDENTITY_HEADERS,
     OUTCOME_PATH,
     AcceptOutcome,
     HandoffRequest,
@@ -35,6 +36,7 @@ from callplane.handoff import (
     caller_phone,
     clean_text,
     e164,
+    hash_number,
 )
 from callplane.ids import BadId, check_id
 from callplane.session_config import VoiceMode, accept_body
@@ -152,14 +154,9 @@ async def _fresh_secret(deps: WebhookDeps) -> bool:
 def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: int) -> HandoffRequest | Reply:
     """Everything that can be refused without touching the store, in the documented order:
     size, signature, JSON, type, event shape, identifiers. The result is the hand-off to send."""
-    if len(body) > MAX_BODY:
-        return Reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
-    if not settings.test_mode:
-        try:
-            signing.verify(settings.openai_webhook_secret, body, lower)
-        except signing.SignatureError as exc:
-            log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
-            return Reply(401, {"error": f"invalid webhook signature: {exc}"})
+    refused = _verified(body, lower, settings)
+    if refused is not None:
+        return refused
     try:
         doc = _scrub(json.loads(body))
     except (ValueError, UnicodeDecodeError):
@@ -179,10 +176,38 @@ def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: 
     except BadId as exc:
         log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
         return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {exc}"})
-    sip = [SipHeader(name=h.name, value=h.value) for h in event.data.sip_headers]
-    return HandoffRequest(
-        callId=call_id, callerPhone=caller_phone(sip), sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
+    return _handoff_for(settings, call_id, webhook_id, list(event.data.sip_headers), received_ms)
+
+
+def _verified(body: bytes, lower: dict[str, str], settings: Settings) -> Reply | None:
+    if len(body) > MAX_BODY:
+        return Reply(413, {"error": f"body larger than {MAX_BODY} bytes"})
+    if settings.test_mode:
+        return None
+    try:
+        signing.verify(settings.openai_webhook_secret, body, lower)
+    except signing.SignatureError as exc:
+        log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
+        return Reply(401, {"error": f"invalid webhook signature: {exc}"})
+    return None
+
+
+def _handoff_for(
+    settings: Settings, call_id: str, webhook_id: str, headers: list[Any], received_ms: int
+) -> HandoffRequest:
+    """The hand-off, with the admission decided on the number as dialled; with
+    HASH_CALLER_NUMBERS only the number's keyed hash and no identifying SIP header go further."""
+    sip = [SipHeader(name=h.name, value=h.value) for h in headers]
+    phone = caller_phone(sip)
+    allowed = admitted(settings, phone)
+    if settings.hash_caller_numbers:
+        phone = hash_number(settings.caller_hash_key, phone) if phone else None
+        sip = [h for h in sip if h.name.lower() not in IDENTITY_HEADERS]
+    req = HandoffRequest(
+        callId=call_id, callerPhone=phone, sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
     )
+    req._admitted = allowed
+    return req
 
 
 def _scrub(value: Any) -> Any:
@@ -208,7 +233,7 @@ def _first_error(exc: ValidationError) -> str:
 
 async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str, Any]) -> Reply:
     call_id, phone, received_ms = handoff.callId, handoff.callerPhone, handoff.receivedAt
-    if not admitted(deps.settings, phone):
+    if not handoff._admitted:
         await _refuse(deps, call_id, phone, received_ms, 603, "caller not admitted", overflow=False)
         return Reply(200, {"rejected": True, "callId": call_id})
     # The hand-off comes before the accept: it is the admission. A replica that takes the call

@@ -11,8 +11,10 @@ from aiohttp import web
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from callplane.clock import now_ms
+from callplane.handoff import e164, hash_number
 from callplane.ids import BadId, check_id
-from callplane.store.models import call_out
+from callplane.store import lifecycle
+from callplane.store.models import CallStatus, call_out
 from callplane.store.rollups import read_stats
 from session_host import auth, health, keys, openapi
 
@@ -125,8 +127,15 @@ async def stats(request: web.Request) -> web.Response:
 
 async def list_calls(request: web.Request) -> web.Response:
     limit = _limit(request)
+    raw_status = request.query.get("status") or None
     try:
-        calls, nxt = await request.app[keys.READER].list_recent(limit, request.query.get("next") or None)
+        status = CallStatus(raw_status) if raw_status else None
+    except ValueError:
+        return web.json_response(
+            {"error": f"status must be one of {', '.join(s.value for s in CallStatus)}"}, status=400
+        )
+    try:
+        calls, nxt = await request.app[keys.READER].list_recent(limit, request.query.get("next") or None, status=status)
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
     show = request.app[keys.SETTINGS].show_caller_numbers
@@ -164,6 +173,42 @@ async def get_transcript(request: web.Request) -> web.Response:
     return web.json_response({"callId": call_id, "transcript": turns, "count": len(turns)})
 
 
+def _who(request: web.Request) -> str:
+    """The admin making a change, for the audit: a hash of the credential, never the credential."""
+    if not request.app[keys.SETTINGS].admin_token:
+        return "open (no ADMIN_TOKEN)"
+    header = request.headers.get("Authorization", "")
+    credential = header[7:] if header.startswith("Bearer ") else request.cookies.get(auth.COOKIE, "")
+    return lifecycle.who_of(credential)
+
+
+async def delete_call(request: web.Request) -> web.Response:
+    """Every row holding the call goes; an audit row stays (who, when, how many rows)."""
+    call_id = _call_id(request)
+    tables = request.app[keys.TABLES]
+    call = await request.app[keys.READER].get_call(call_id)
+    if call is not None and call.status is CallStatus.ACTIVE:
+        return web.json_response({"error": "the call is live; delete it once it has ended"}, status=409)
+    rows = await lifecycle.delete_call(tables, call_id, call.startTime if call is not None else None)
+    if rows == 0:
+        return web.json_response({"error": "Call not found"}, status=404)
+    await lifecycle.audit(tables, _who(request), "delete call", rows, 1)
+    return web.Response(status=204)
+
+
+async def delete_caller(request: web.Request) -> web.Response:
+    """Every call from one number (any punctuation; `+` URL-encoded as %2B)."""
+    settings = request.app[keys.SETTINGS]
+    number = e164(request.match_info["number"])
+    if not (5 <= len(number.removeprefix("+")) <= 20 and number.removeprefix("+").isdigit()):
+        return web.json_response({"error": "number must be a phone number, e.g. +14255550123 (+ as %2B)"}, status=400)
+    stored_as = hash_number(settings.caller_hash_key, number) if settings.hash_caller_numbers else number
+    tables = request.app[keys.TABLES]
+    calls, rows = await lifecycle.delete_caller(tables, stored_as)
+    await lifecycle.audit(tables, _who(request), "delete caller", rows, calls)
+    return web.json_response({"deleted": calls, "rows": rows})
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
 
@@ -184,4 +229,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/calls", list_calls)
     app.router.add_get("/api/calls/active", active_calls)
     app.router.add_get("/api/calls/{call_id}", get_call)
+    app.router.add_delete("/api/calls/{call_id}", delete_call)
+    app.router.add_delete("/api/callers/{number}", delete_caller)
     app.router.add_get("/api/calls/{call_id}/transcript", get_transcript)

@@ -19,7 +19,7 @@ from callplane.clock import now_ms
 from callplane.http_server import json_errors
 from callplane.logs import Throttle
 from callplane.settings import Settings
-from callplane.store import leases
+from callplane.store import leases, lifecycle
 from callplane.store.calls import CallReader
 from callplane.store.leases import Lease
 from callplane.store.models import CallRecord
@@ -94,6 +94,20 @@ async def _resume(app: web.Application, lease: Lease) -> None:
         reengage=not lease.offered,
     )
     app[keys.REGISTRY].start(session)
+
+
+async def _purge_forever(app: web.Application, every_s: float = 3600.0) -> None:
+    """Retention: one replica at a time (a lease), hourly, off the calls' path."""
+    days = app[keys.SETTINGS].retention_days
+    if not days:
+        return
+    while True:
+        await asyncio.sleep(min(every_s, 60.0) if not app.get(keys.PURGED) else every_s)
+        app[keys.PURGED] = True
+        try:
+            await lifecycle.purge(app[keys.TABLES], days, app[keys.REPLICA], every_ms=int(every_s * 1000))
+        except AzureError as exc:
+            log.warning("retention purge failed: %s; next time", type(exc).__name__)
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -181,10 +195,12 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(supervised("heartbeat", heartbeat.run, restarts), name="heartbeat"),
         asyncio.create_task(supervised("lease-sweeper", lambda: _sweep_forever(app), restarts), name="lease-sweeper"),
+        asyncio.create_task(supervised("retention", lambda: _purge_forever(app), restarts), name="retention"),
     ]
     yield
-    tasks[1].cancel()
-    await asyncio.gather(tasks[1], return_exceptions=True)
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks[1:], return_exceptions=True)
     await registry.close()
     tasks[0].cancel()
     await asyncio.gather(tasks[0], return_exceptions=True)

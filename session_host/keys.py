@@ -36,3 +36,4 @@ HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
 THROTTLE = web.AppKey("log_throttle", Throttle)
 SIGN_IN = web.AppKey("sign_in_limiter", SignInLimiter)
 RESTARTS = web.AppKey("task_restarts", dict[str, int])  # background task name -> restarts after a crash
+PURGED = web.AppKey("purged_once", bool)

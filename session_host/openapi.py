@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from callplane.store.models import CallRecord
+from callplane.store.models import CallRecord, CallStatus
 
 
 class _Strict(BaseModel):
@@ -54,6 +54,14 @@ class LatencyBuckets(_Strict):
     counts: list[int]
 
 
+class UsagePeriod(_Strict):
+    period: str = Field(description="YYYY-MM-DD or YYYY-MM-DDTHH (UTC)")
+    calls: int
+    tokens: int
+    cost: float
+    minutes: float
+
+
 class Stats(_Strict):
     totalCalls: int
     activeCalls: int
@@ -74,11 +82,24 @@ class Stats(_Strict):
     latencyBuckets: LatencyBuckets
     uptime: int
     startTime: int
+    totalTokens: int
+    totalCost: float = Field(description="USD: model tokens at the configured prices")
+    costToday: float = Field(description="USD, calls that ended today (UTC)")
+    tokensToday: int
+    callsEndedToday: int
+    costPerCallMinute: float
+    usageByDay: list[UsagePeriod] = Field(description="the last 62 days with calls, UTC")
+    usageByHour: list[UsagePeriod] = Field(description="the last 48 hours with calls, UTC")
 
 
 class Error(_Strict):
     error: str
     status: int | None = None
+
+
+class DeletedOut(_Strict):
+    deleted: int = Field(description="calls deleted")
+    rows: int = Field(description="table rows deleted")
 
 
 class Health(_Strict):
@@ -124,8 +145,12 @@ ROUTES: list[Route] = [
         "get",
         "Recent calls, newest first",
         CallList,
-        [_LIMIT, {"name": "next", "in": "query", "schema": {"type": "string"}}],
-        {"400": "bad limit or next", "503": "store unavailable"},
+        [
+            _LIMIT,
+            {"name": "next", "in": "query", "schema": {"type": "string"}},
+            {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in CallStatus]}},
+        ],
+        {"400": "bad limit, next or status", "503": "store unavailable"},
     ),
     Route(
         "/api/calls/active",
@@ -188,6 +213,8 @@ ROUTES: list[Route] = [
 
 
 def _content(route: Route) -> dict[str, Any]:
+    if route.media == "none":
+        return {}
     if route.model is None:
         schema: dict[str, Any] = {"type": "string"} if route.media != "application/json" else {"type": "object"}
         return {route.media: {"schema": schema}}
@@ -203,7 +230,8 @@ def document() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     for route in ROUTES:
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": _content(route)}}
+        ok = "204" if route.media == "none" else "200"
+        responses: dict[str, Any] = {ok: {"description": "OK" if ok == "200" else "Done", "content": _content(route)}}
         if not route.public:
             responses["401"] = {
                 "description": "ADMIN_TOKEN set and no valid bearer token or session cookie",

@@ -24,6 +24,7 @@ from openai.types.realtime import (
     RealtimeConversationItemAssistantMessage,
     RealtimeConversationItemFunctionCall,
     RealtimeErrorEvent,
+    RealtimeResponseUsage,
     ResponseAudioTranscriptDeltaEvent,
     ResponseAudioTranscriptDoneEvent,
     ResponseCreatedEvent,
@@ -48,6 +49,7 @@ from callplane.clock import now_ms, percentile
 from callplane.handoff import AcceptOutcome, HandoffRequest
 from callplane.logs import SUMMARY_FIELD
 from callplane.model_summary import model_summary
+from callplane.pricing import usage_cost
 from callplane.realtime_events import parse_server_event, peek_type
 from callplane.session_config import VoiceMode, greeting_request, session_update
 from callplane.settings import Settings
@@ -96,6 +98,18 @@ class SessionOptions:
     lease: LeaseTiming = field(default_factory=LeaseTiming)
     accept_wait_s: float = 8.0  # how long a reserved call waits for the Function App's word on the accept
     accept_retry_wait_s: float = 60.0  # after a retryable accept failure: the service's retry may come
+
+
+def _take_output(resp: _Response, output: list[Any]) -> None:
+    """Function calls and text from a response's final output that the deltas did not carry
+    (a socket attached mid-response sees only the end)."""
+    for item in output:
+        if isinstance(item, RealtimeConversationItemFunctionCall):
+            if item.call_id and not any(c[0] == item.call_id for c in resp.calls):
+                resp.calls.append((item.call_id, item.name, item.arguments or ""))
+        elif isinstance(item, RealtimeConversationItemAssistantMessage) and not resp.text:
+            for part in item.content:
+                resp.text += part.transcript or part.text or ""
 
 
 class CallSession:
@@ -163,6 +177,7 @@ class CallSession:
         # previous owner may still hear the call (see leases.claim_answer).
         self._claim_until = 0.0
         self.replica = replica
+        self._price = settings.price
         self._outcome_changed = asyncio.Event()
         if resumed is not None:
             self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
@@ -546,19 +561,22 @@ class CallSession:
         resp = self._response(event.response_id)
         resp.calls.append((event.call_id, event.name, event.arguments or ""))
 
+    def _count_usage(self, usage: RealtimeResponseUsage) -> None:
+        self.call.usage.add(usage)
+        cost = usage_cost(self._price, usage)
+        self.call.cost = round(self.call.cost + cost, 8)
+        self.telemetry.tokens.add(usage.total_tokens or 0)
+        self.telemetry.cost.add(cost)
+
     def _on_response_done(self, event: ResponseDoneEvent) -> None:
         response = event.response
+        if response.usage is not None:
+            self._count_usage(response.usage)
         resp = self._response(response.id or "")
         resp.done = True
         if response.status == "cancelled":
             resp.interrupted = True
-        for item in response.output or []:
-            if isinstance(item, RealtimeConversationItemFunctionCall):
-                if item.call_id and not any(c[0] == item.call_id for c in resp.calls):
-                    resp.calls.append((item.call_id, item.name, item.arguments or ""))
-            elif isinstance(item, RealtimeConversationItemAssistantMessage) and not resp.text:
-                for part in item.content:
-                    resp.text += part.transcript or part.text or ""
+        _take_output(resp, response.output or [])
         self._write_assistant_turn(resp)
         if self._current is resp:
             self._current = None
@@ -744,15 +762,16 @@ class CallSession:
         if not self.settings.summary_model:
             return
         c = self.call
-        text = await model_summary(
+        written = await model_summary(
             self.http,
             self.settings,
             await self.control.auth.headers(),
             self._lines,
             f"{c.status.value} ({c.endReason})",
         )
-        if text is not None:
-            c.summary, c.updatedAt = text, now_ms()
+        if written is not None:
+            c.summary, c.summaryTokens = written
+            c.updatedAt = now_ms()
             self.writer.put_call(c, urgent=True)
 
     def _finalize(self, status: CallStatus, reason: str) -> None:

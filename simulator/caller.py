@@ -51,6 +51,22 @@ class Runner:
             except (ConnectionError, RuntimeError):
                 pass
 
+    async def _response_done(self, response: dict[str, Any]) -> None:
+        usage = response.get("usage") or {}
+        flat = {
+            "inputTokens": usage.get("input_tokens", 0),
+            "outputTokens": usage.get("output_tokens", 0),
+            "totalTokens": usage.get("total_tokens", 0),
+            "inputTextTokens": (usage.get("input_token_details") or {}).get("text_tokens", 0),
+            "inputAudioTokens": (usage.get("input_token_details") or {}).get("audio_tokens", 0),
+            "cachedTokens": (usage.get("input_token_details") or {}).get("cached_tokens", 0),
+            "outputTextTokens": (usage.get("output_token_details") or {}).get("text_tokens", 0),
+            "outputAudioTokens": (usage.get("output_token_details") or {}).get("audio_tokens", 0),
+        }
+        for k, v in flat.items():
+            self.call.usage_sent[k] = self.call.usage_sent.get(k, 0) + int(v or 0)
+        await self.send(p.event("response.done", response=response))
+
     def model_latency(self) -> float:
         lat = self.sc.latency
         return max(lat.min_ms, random.gauss(lat.mean_ms, lat.stdev_ms))
@@ -229,7 +245,7 @@ class Runner:
         await self.send(p.event("response.output_item.done", response_id=rid, output_index=0, item=item))
         await self.send(p.event("conversation.item.done", previous_item_id=None, item=item))
         details = {"type": "cancelled", "reason": reason} if cancelled else None
-        await self.send(p.event("response.done", response=p.response_object(rid, status, [item], details)))
+        await self._response_done(p.response_object(rid, status, [item], details))
         if self.call.active_response == rid:
             self.call.active_response = None
 
@@ -276,7 +292,7 @@ class Runner:
         done_item = p.function_call_item(item_id, call_id, step.tool, args)
         await self.send(p.event("response.output_item.done", response_id=rid, output_index=0, item=done_item))
         await self.send(p.event("conversation.item.done", previous_item_id=None, item=done_item))
-        await self.send(p.event("response.done", response=p.response_object(rid, "completed", [done_item])))
+        await self._response_done(p.response_object(rid, "completed", [done_item]))
         if call.active_response == rid:
             call.active_response = None
         # The model waits: the client must send function_call_output and then response.create.

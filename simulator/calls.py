@@ -36,6 +36,7 @@ class SimCall:
     early_sockets: int = 0  # upgrades attempted before the accept (refused)
     outputs_per_function_call: dict[str, int] = field(default_factory=dict)  # answered twice shows here
     function_calls_emitted: int = 0
+    usage_sent: dict[str, int] = field(default_factory=dict)  # sums of the usage in response.done events
     function_calls_unanswered: int = 0  # the model waited for an output that never came
     socket_opens: int = 0
     socket_open_times: list[float] = field(default_factory=list)  # epoch ms of every attach

@@ -132,16 +132,29 @@ def response_object(
         "output_modalities": ["audio"],
         "max_output_tokens": "inf",
         "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": "alloy"}},
-        "usage": {
-            "total_tokens": 120,
-            "input_tokens": 80,
-            "output_tokens": 40,
-            "input_token_details": {"text_tokens": 60, "audio_tokens": 20, "image_tokens": 0, "cached_tokens": 0},
-            "output_token_details": {"text_tokens": 10, "audio_tokens": 30},
-        }
-        if done
-        else None,
+        # Shaped like the service's; sized from the output so calls differ (tests read the sums
+        # the caller harness kept and compare them with what was stored).
+        "usage": _usage(output) if done else None,
         "metadata": None,
+    }
+
+
+def _usage(output: list[dict[str, Any]]) -> dict[str, Any]:
+    spoken = sum(len(str(c.get("transcript") or "")) for item in output for c in item.get("content") or [])
+    audio_out = 40 + spoken // 2
+    text_out = 10 + spoken // 8
+    return {
+        "total_tokens": 900 + audio_out + text_out,
+        "input_tokens": 900,
+        "output_tokens": audio_out + text_out,
+        "input_token_details": {
+            "text_tokens": 500,
+            "audio_tokens": 400,
+            "image_tokens": 0,
+            "cached_tokens": 300,
+            "cached_tokens_details": {"text_tokens": 200, "audio_tokens": 100, "image_tokens": 0},
+        },
+        "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
     }
 
 

@@ -52,3 +52,38 @@ async def test_one_trace_per_call_and_the_metrics(conn: str) -> None:
     assert {dict(p.attributes)["status"] for p in live["voice.webhook_outcomes"]} == {200}
     assert [p.value for p in live["voice.active_calls"]] == [0]
     assert sum(p.value for p in live["voice.calls_started"]) == 1
+
+
+def test_every_app_logger_reaches_the_log_exporter_redacted() -> None:
+    """The handler the Azure Monitor distro attaches (an OpenTelemetry LoggingHandler on the root
+    logger) gets the redacting filter: records of both apps arrive, numbers masked, with the call
+    id as an attribute of its own."""
+    import logging
+
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
+
+    from callplane.telemetry import EXPORTED_LOGGER, redact_exported_logs
+
+    exporter = InMemoryLogExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = redact_exported_logs(LoggingHandler(logger_provider=provider))
+    root = logging.getLogger(EXPORTED_LOGGER)
+    root.addHandler(handler)
+    try:
+        logging.getLogger("session_host.session").warning(
+            "caller %s said bob@example.com", "+14255550123", extra={"call_id": "rtc_abc", "caller": "+14255550123"}
+        )
+        logging.getLogger("function_app.webhook").warning(
+            "webhook from +1 (425) 555-0199", extra={"call_id": "rtc_def"}
+        )
+    finally:
+        root.removeHandler(handler)
+    records = [r.log_record for r in exporter.get_finished_logs()]
+    bodies = [str(r.body) for r in records]
+    assert len(records) == 2, bodies
+    assert all("555" not in b and "example.com" not in b for b in bodies), bodies
+    attrs = [dict(r.attributes or {}) for r in records]
+    assert [a.get("call_id") for a in attrs] == ["rtc_abc", "rtc_def"]
+    assert "4255550123" not in str(attrs[0].get("caller"))

@@ -169,7 +169,11 @@ class CallReader:
         return call_from_entity(entity), tail
 
     async def list_recent(
-        self, limit: int, next_token: str | None = None, active: list[CallRecord] | None = None
+        self,
+        limit: int,
+        next_token: str | None = None,
+        active: list[CallRecord] | None = None,
+        status: CallStatus | None = None,
     ) -> tuple[list[CallRecord], str | None]:
         """Newest first, across hour buckets. `active`: the live calls if the caller already read
         them (saves a query). The token names the bucket to go on in and, within it, the SDK's
@@ -178,7 +182,7 @@ class CallReader:
         # One row more than asked for: a `next` is given only when that row exists, so a page
         # that ends exactly at the last call does not lead to an empty one. The token names that
         # row by its keys (the service's own continuation values are opaque).
-        found = await self._index_rows(limit + 1, token.get("b", ""), token.get("rk", ""))
+        found = await self._index_rows(limit + 1, token.get("b", ""), token.get("rk", ""), status)
         calls = [call for _, _, call in found[:limit]]
         next_raw = None
         if len(found) > limit:
@@ -190,7 +194,9 @@ class CallReader:
             calls = [live.get(c.callId, c) if c.status is CallStatus.ACTIVE else c for c in calls]
         return calls, next_raw
 
-    async def _index_rows(self, want: int, start: str, start_row: str) -> list[tuple[str, str, CallRecord]]:
+    async def _index_rows(
+        self, want: int, start: str, start_row: str, status: CallStatus | None = None
+    ) -> list[tuple[str, str, CallRecord]]:
         """Up to `want` index rows, newest first, from row `start_row` of bucket `start` on."""
         found: list[tuple[str, str, CallRecord]] = []
         lo, exclusive = start, False
@@ -207,8 +213,8 @@ class CallReader:
                 row_from = start_row if bucket == start else ""
                 while len(found) < want:  # the service may end a page early with a continuation
                     rows, after = await self._t.callindex.query_page(
-                        "PartitionKey eq @pk and RowKey ge @rk",
-                        {"pk": bucket, "rk": row_from},
+                        "PartitionKey eq @pk and RowKey ge @rk" + (" and status eq @status" if status else ""),
+                        {"pk": bucket, "rk": row_from, **({"status": status.value} if status else {})},
                         limit=want - len(found),
                         token=after,
                         parse=lambda e: (str(e["RowKey"]), call_from_entity(dict(e))),

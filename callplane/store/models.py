@@ -28,6 +28,32 @@ class ToolCallRecord(BaseModel):
     error: str | None = None
 
 
+class CallUsage(BaseModel):
+    """Token sums over a call's `response.done` events (the GA usage fields, camelCase)."""
+
+    inputTokens: int = 0
+    outputTokens: int = 0
+    totalTokens: int = 0
+    inputTextTokens: int = 0
+    inputAudioTokens: int = 0
+    cachedTokens: int = 0
+    outputTextTokens: int = 0
+    outputAudioTokens: int = 0
+
+    def add(self, usage: Any) -> None:
+        inp, out = usage.input_token_details, usage.output_token_details
+        self.inputTokens += usage.input_tokens or 0
+        self.outputTokens += usage.output_tokens or 0
+        self.totalTokens += usage.total_tokens or 0
+        if inp is not None:
+            self.inputTextTokens += inp.text_tokens or 0
+            self.inputAudioTokens += inp.audio_tokens or 0
+            self.cachedTokens += inp.cached_tokens or 0
+        if out is not None:
+            self.outputTextTokens += out.text_tokens or 0
+            self.outputAudioTokens += out.audio_tokens or 0
+
+
 class CallRecord(BaseModel):
     """The admin API's `call` object (docs/api.md); also what is stored."""
 
@@ -53,6 +79,9 @@ class CallRecord(BaseModel):
     replica: str | None = None
     # Webhook received → greeting requested, the first-greeting figure (ms).
     greetingDelayMs: float | None = None
+    usage: CallUsage = Field(default_factory=CallUsage)
+    cost: float = 0.0  # USD: the model's tokens at the configured prices (callplane/pricing.py)
+    summaryTokens: int = 0  # the optional model summary's tokens, counted apart from the call's
 
     @property
     def final(self) -> bool:
@@ -71,7 +100,7 @@ class TranscriptTurn(BaseModel):
     turnId: str | None = None
 
 
-_JSON_FIELDS = ("toolCalls", "latencies")
+_JSON_FIELDS = ("toolCalls", "latencies", "usage")
 _INT64_FIELDS = ("startTime", "endTime", "duration", "updatedAt", "timestamp", "expiresAt")
 # Edm.String holds 64 KiB (32K UTF-16 units); keep well under it.
 MAX_TEXT = 30_000

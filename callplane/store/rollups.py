@@ -14,12 +14,14 @@ import random
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 
+from callplane.clock import now_ms
 from callplane.store.models import CallRecord, CallStatus
 from callplane.store.tables import Tables
 
@@ -37,7 +39,11 @@ _COUNTERS = (
     "totalToolCalls",
     "bargeInEvents",
     "latencySamples",
+    "totalTokens",
+    "totalCostMicroUsd",  # cost kept in millionths of a dollar: an integer sums exactly
 )
+PERIOD_FIELDS = ("calls", "tokens", "costMicroUsd", "durationMs")
+KEEP_DAYS, KEEP_HOURS = 62, 48
 _STATUS_FIELD = {
     CallStatus.COMPLETED: "completedCalls",
     CallStatus.FAILED: "failedCalls",
@@ -62,6 +68,8 @@ class RollupDelta:
     tools: dict[str, int] = field(default_factory=dict)
     buckets: dict[int, int] = field(default_factory=dict)
     latency_sum: float = 0.0
+    # Per day ("d:2026-12-01") and hour ("h:2026-12-01T14"), UTC, by when calls ended.
+    periods: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -75,9 +83,22 @@ class RollupDelta:
         for b, v in other.buckets.items():
             self.buckets[b] = self.buckets.get(b, 0) + v
         self.latency_sum += other.latency_sum
+        _merge_periods(self.periods, other.periods)
 
     def __bool__(self) -> bool:
-        return bool(self.counters or self.tools or self.buckets)
+        return bool(self.counters or self.tools or self.buckets or self.periods)
+
+
+def _merge_periods(into: dict[str, dict[str, int]], add: dict[str, dict[str, int]]) -> None:
+    for key, values in add.items():
+        slot = into.setdefault(key, {})
+        for name, v in values.items():
+            slot[name] = slot.get(name, 0) + v
+
+
+def period_keys(epoch_ms: int) -> tuple[str, str]:
+    stamp = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return f"d:{stamp:%Y-%m-%d}", f"h:{stamp:%Y-%m-%dT%H}"
 
 
 def call_started() -> RollupDelta:
@@ -104,6 +125,17 @@ def call_finished(call: CallRecord, *, counted_start: bool = True) -> RollupDelt
         delta.buckets[b] = delta.buckets.get(b, 0) + 1
         delta.latency_sum += latency
     delta.add("latencySamples", len(call.latencies))
+    micro = round(call.cost * 1_000_000)
+    delta.add("totalTokens", call.usage.totalTokens + call.summaryTokens)
+    delta.add("totalCostMicroUsd", micro)
+    values = {
+        "calls": 1,
+        "tokens": call.usage.totalTokens + call.summaryTokens,
+        "costMicroUsd": micro,
+        "durationMs": int(call.duration or 0),
+    }
+    for key in period_keys(call.endTime or call.startTime):
+        delta.periods[key] = dict(values)
     return delta
 
 
@@ -136,6 +168,11 @@ def _apply(entity: dict[str, Any], delta: RollupDelta) -> dict[str, Any]:
         hist[b] += v
     out["latencyBuckets"] = json.dumps(hist, separators=(",", ":"))
     out["totalLatencyMs"] = float(_plain(entity.get("totalLatencyMs", 0.0)) or 0.0) + delta.latency_sum
+    periods: dict[str, dict[str, int]] = json.loads(entity.get("periods") or "{}")
+    _merge_periods(periods, delta.periods)
+    days = sorted(k for k in periods if k.startswith("d:"))[-KEEP_DAYS:]
+    hours = sorted(k for k in periods if k.startswith("h:"))[-KEEP_HOURS:]
+    out["periods"] = json.dumps({k: periods[k] for k in days + hours}, separators=(",", ":"))
     return out
 
 
@@ -262,6 +299,34 @@ async def read_stats(tables: Tables) -> dict[str, Any]:
         "p99LatencyMs": histogram_percentile(hist, 99),
         "bargeInEvents": n["bargeInEvents"],
         "latencyBuckets": {"edgesMs": list(EDGES), "counts": hist},
+        "totalTokens": n["totalTokens"],
+        "totalCost": round(n["totalCostMicroUsd"] / 1_000_000, 6),
+        **_period_stats(json.loads(entity.get("periods") or "{}"), n),
+    }
+
+
+def _period_stats(periods: dict[str, dict[str, int]], n: dict[str, int]) -> dict[str, Any]:
+    today, this_hour = period_keys(now_ms())
+    day = periods.get(today, {})
+    minutes = n["totalDurationMs"] / 60_000
+
+    def row(key: str) -> dict[str, Any]:
+        p = periods[key]
+        return {
+            "period": key[2:],
+            "calls": p.get("calls", 0),
+            "tokens": p.get("tokens", 0),
+            "cost": round(p.get("costMicroUsd", 0) / 1_000_000, 6),
+            "minutes": round(p.get("durationMs", 0) / 60_000, 2),
+        }
+
+    return {
+        "costToday": round(day.get("costMicroUsd", 0) / 1_000_000, 6),
+        "tokensToday": day.get("tokens", 0),
+        "callsEndedToday": day.get("calls", 0),
+        "costPerCallMinute": round(n["totalCostMicroUsd"] / 1_000_000 / minutes, 6) if minutes else 0,
+        "usageByDay": [row(k) for k in sorted(k for k in periods if k.startswith("d:"))],
+        "usageByHour": [row(k) for k in sorted(k for k in periods if k.startswith("h:"))],
     }
 
 

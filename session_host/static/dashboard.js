@@ -4,8 +4,11 @@
 
 const $ = (id) => document.getElementById(id);
 const RECENT_SHOWN = 5;
+const PAGE = 20;
+const TAG_CHARS = 12;  // the same tail of the call id the logs show in their [tags]
 let snapshot = null;
 let source = null;
+let pages = [""];  // page tokens walked so far (for "Newest")
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -34,7 +37,23 @@ function fmtDuration(ms) {
 }
 
 function fmtMs(v) { return v === null || v === undefined || v === 0 ? "–" : `${Math.round(v)} ms`; }
-function fmtTime(ms) { return new Date(ms).toLocaleTimeString(); }
+function fmtTime(ms) {
+  return new Date(ms).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+function fmtUsd(v, digits = 2) {
+  if (v === null || v === undefined) return "–";
+  if (v > 0 && v < 0.01) return "<$0.01";
+  return `$${v.toFixed(digits)}`;
+}
+function plural(n, noun) { return `${n} ${noun}${n === 1 ? "" : "s"}`; }
+function shortId(callId) { return callId.slice(-TAG_CHARS); }
+
+function callIdButton(callId) {
+  // Copyable: the full id goes to the clipboard; the short form is what the logs' tags show.
+  const b = el("button", { type: "button", class: "callid", title: `${callId} (click to copy)`, text: shortId(callId) });
+  b.addEventListener("click", () => navigator.clipboard?.writeText(callId));
+  return b;
+}
 
 function setConn(state, text) {
   $("conn-dot").className = "dot " + state;
@@ -51,7 +70,9 @@ function renderStats(s, replica) {
   $("s-tools").textContent = s.totalToolCalls;
   $("s-duration").textContent = fmtDuration(s.averageCallDuration);
   $("s-latency").textContent = fmtMs(s.averageLatencyMs);
-  $("s-p95").textContent = fmtMs(s.p95LatencyMs);
+  $("s-p95").textContent = s.p95LatencyMs ? `≤ ${Math.round(s.p95LatencyMs)} ms` : "–";
+  $("s-cost-today").textContent = fmtUsd(s.costToday);
+  $("s-cost-minute").textContent = fmtUsd(s.costPerCallMinute, 3);
   $("s-uptime").dataset.start = replica.startTime;
 }
 
@@ -79,23 +100,45 @@ function renderTools(byType) {
   $("tools-empty").hidden = entries.length > 0;
 }
 
+function callRow(c) {
+  const button = el("button", { type: "button", "data-transcript": c.callId, text: "View Transcript" });
+  button.addEventListener("click", () => openTranscript(c.callId, button));
+  const duration = c.duration ?? Date.now() - c.startTime;
+  return el("tr", { class: `row-${c.status}`, "data-call": c.callId },
+    el("td", {}, callIdButton(c.callId)),
+    el("td", { text: maskPhone(c.callerPhone) }),
+    el("td", {}, el("span", { class: `badge s-${c.status}`, text: c.status })),
+    el("td", { text: fmtTime(c.startTime) }),
+    el("td", { text: fmtDuration(duration) }),
+    el("td", { class: "num", text: String(c.toolCalls.length) }),
+    el("td", { class: "num", "data-cost": "", text: fmtUsd(c.cost ?? 0, 3) }),
+    el("td", { class: `sent-${c.sentiment}`, text: c.sentiment }),
+    el("td", { class: "summary", text: c.summary || (c.status === "active" ? "In progress…" : "") }),
+    el("td", {}, button));
+}
+
 function renderRecent(calls) {
-  const rows = calls.slice(0, RECENT_SHOWN).map((c) => {
-    const button = el("button", { type: "button", "data-transcript": c.callId, text: "View Transcript" });
-    button.addEventListener("click", () => openTranscript(c.callId, button));
-    const duration = c.duration ?? Date.now() - c.startTime;
-    return el("tr", { class: `row-${c.status}`, "data-call": c.callId },
-      el("td", { text: maskPhone(c.callerPhone) }),
-      el("td", {}, el("span", { class: `badge s-${c.status}`, text: c.status })),
-      el("td", { text: fmtTime(c.startTime) }),
-      el("td", { text: fmtDuration(duration) }),
-      el("td", { text: String(c.toolCalls.length) }),
-      el("td", { class: `sent-${c.sentiment}`, text: c.sentiment }),
-      el("td", { class: "summary", text: c.summary || (c.status === "active" ? "In progress…" : "") }),
-      el("td", {}, button));
-  });
+  const rows = calls.slice(0, RECENT_SHOWN).map(callRow);
   $("recent").replaceChildren(...rows);
   $("recent-empty").hidden = rows.length > 0;
+}
+
+async function loadPage(index) {
+  const status = $("status-filter").value;
+  const token = pages[index] || "";
+  const params = new URLSearchParams({ limit: String(PAGE) });
+  if (status) params.set("status", status);
+  if (token) params.set("next", token);
+  const resp = await fetch(`/api/calls?${params}`);
+  if (!resp.ok) { $("page-info").textContent = "could not load calls"; return; }
+  const doc = await resp.json();
+  pages = pages.slice(0, index + 1);
+  if (doc.next) pages.push(doc.next);
+  $("all-calls").replaceChildren(...doc.calls.map(callRow));
+  $("all-empty").hidden = doc.calls.length > 0;
+  $("page-next").disabled = !doc.next;
+  $("page-next").dataset.index = String(index + 1);
+  $("page-info").textContent = `page ${index + 1}${doc.next ? "" : " (last)"}`;
 }
 
 function renderLatency(points) {
@@ -112,8 +155,17 @@ function renderLatency(points) {
     Object.entries({ x1: pad, x2: W - 4, y1: y, y2: y, class: "grid" }).forEach(([k, v]) => line.setAttribute(k, v));
     const label = document.createElementNS(ns, "text");
     label.setAttribute("x", 2); label.setAttribute("y", y + 3);
-    label.textContent = Math.round(frac * maxV);
+    label.textContent = `${Math.round(frac * maxV)}${frac === 1 ? " ms" : ""}`;
     nodes.push(line, label);
+  }
+  if (points.length) {  // the time axis: first and last call start
+    for (const [i, anchor] of [[0, "start"], [points.length - 1, "end"]]) {
+      const label = document.createElementNS(ns, "text");
+      label.setAttribute("x", i === 0 ? pad : W - 4); label.setAttribute("y", H - 6);
+      label.setAttribute("text-anchor", anchor); label.setAttribute("class", "axis");
+      label.textContent = new Date(points[i].t).toLocaleTimeString();
+      nodes.push(label);
+    }
   }
   if (points.length) {
     const xs = points.map((_, i) => pad + (points.length === 1 ? 0.5 : i / (points.length - 1)) * (W - pad - 8));
@@ -135,6 +187,7 @@ function renderLatency(points) {
 }
 
 function render(snap) {
+  if (snapshot === null) setConn("on", "live");  // live once there is something to show
   snapshot = snap;
   renderStats(snap.stats, snap.replica);
   renderActive(snap.active);
@@ -163,9 +216,10 @@ async function openTranscript(callId, opener) {
     ...transcript.map((t) => ({ t: t.timestamp, kind: t.speaker, turn: t })),
     ...call.toolCalls.map((tc) => ({ t: tc.timestamp, kind: "tool", tool: tc })),
   ].sort((a, b) => a.t - b.t);
-  $("t-title").textContent = `Transcript · ${maskPhone(call.callerPhone)}`;
-  $("t-meta").textContent = `${call.status}${call.endReason ? " (" + call.endReason + ")" : ""} · ` +
-    `${fmtDuration(call.duration ?? Date.now() - call.startTime)} · ${call.bargeInEvents} barge-ins · sentiment ${call.sentiment}`;
+  $("t-title").textContent = `Transcript · ${maskPhone(call.callerPhone)} · ${shortId(call.callId)}`;
+  $("t-meta").textContent = `${fmtTime(call.startTime)} · ${call.status}${call.endReason ? " (" + call.endReason + ")" : ""} · ` +
+    `${fmtDuration(call.duration ?? Date.now() - call.startTime)} · ${plural(call.bargeInEvents, "barge-in")} · ` +
+    `sentiment ${call.sentiment} · ${fmtUsd(call.cost ?? 0, 3)} (${(call.usage?.totalTokens ?? 0).toLocaleString()} tokens)`;
   $("t-turns").replaceChildren(...items.map((item) => {
     if (item.kind === "tool") {
       const tc = item.tool;
@@ -185,7 +239,7 @@ async function openTranscript(callId, opener) {
 function connect() {
   if (source) source.close();
   source = new EventSource("/api/events");
-  source.addEventListener("open", () => setConn("on", "live"));
+  source.addEventListener("open", () => { if (snapshot === null) setConn("", "connecting…"); else setConn("on", "live"); });
   source.addEventListener("snapshot", (e) => render(JSON.parse(e.data)));
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
@@ -218,6 +272,7 @@ async function start() {
   $("signin").hidden = true;
   $("main").hidden = false;
   connect();
+  loadPage(0);
 }
 
 $("signin-form").addEventListener("submit", async (e) => {
@@ -229,6 +284,9 @@ $("signin-form").addEventListener("submit", async (e) => {
   if (resp.ok) { $("token").value = ""; $("signin-error").textContent = ""; start(); }
   else $("signin-error").textContent = "That token was not accepted.";
 });
+$("status-filter").addEventListener("change", () => { pages = [""]; loadPage(0); });
+$("page-first").addEventListener("click", () => loadPage(0));
+$("page-next").addEventListener("click", () => loadPage(Number($("page-next").dataset.index || "1")));
 $("transcript").addEventListener("close", () => { $("transcript").returnFocusTo?.focus(); });
 setInterval(tick, 1000);
 start();
