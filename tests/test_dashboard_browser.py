@@ -5,6 +5,7 @@ Screenshots are kept in artifacts/."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -83,7 +84,7 @@ async def test_live_call_appears_ends_and_shows_transcript(conn: str, browser: B
         await expect(page.locator("#latency circle")).to_have_count(2)
 
         # Keyboard: focus the button, open with Enter, the turn list takes focus, Escape closes.
-        await row.locator("button").focus()
+        await row.locator("button[data-transcript]").focus()
         await page.keyboard.press("Enter")
         dialog = page.locator("#transcript")
         await expect(dialog).to_be_visible()
@@ -95,10 +96,10 @@ async def test_live_call_appears_ends_and_shows_transcript(conn: str, browser: B
         await shot(page, "dashboard-transcript")
         await page.keyboard.press("Escape")
         await expect(dialog).to_be_hidden()
-        await expect(row.locator("button")).to_be_focused()
+        await expect(row.locator("button[data-transcript]")).to_be_focused()
 
         # The barge-in call's transcript marks the interrupted turn.
-        await page.locator(f'#recent tr[data-call="{warm}"] button').click()
+        await page.locator(f'#recent tr[data-call="{warm}"] button[data-transcript]').click()
         await expect(page.locator("#t-turns .cut")).to_have_count(1)
         await page.keyboard.press("Escape")
         await shot(page, "dashboard-after-calls")
@@ -125,3 +126,103 @@ async def test_sign_in_with_admin_token(conn: str, browser: Browser) -> None:
         assert session["httpOnly"] and session["sameSite"] == "Strict" and session["value"] != "tok-123"
         # The 401s of the signed-out probe and the wrong token are expected network errors.
         assert all("401" in e for e in errors), errors
+
+
+# WCAG 2.1 contrast, computed in the page for every visible text node against the background it
+# is drawn on (alpha backgrounds composited up the tree): 4.5:1, or 3:1 for large text.
+CONTRAST_JS = """
+() => {
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(/[ ,/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const over = (top, bottom) => { const a = top[3]; return [0, 1, 2].map((i) => top[i] * a + bottom[i] * (1 - a)).concat(1); };
+  const background = (el) => { const stack = []; for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor); if (c && c[3] > 0) { stack.push(c); if (c[3] === 1) break; } }
+    let bg = [255, 255, 255, 1]; for (const c of stack.reverse()) bg = over(c, bg); return bg; };
+  const failures = []; let checked = 0;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+    const el = t.parentElement; if (!t.textContent.trim() || !el || el.closest("[hidden]") || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el); if (style.visibility === "hidden" || Number(style.opacity) === 0) continue;
+    const fg = parse(style.color); if (!fg) continue;
+    const bg = background(el); const col = over(fg, bg);
+    const [l1, l2] = [lum(col), lum(bg)].sort((a, b) => b - a); const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5; checked++;
+    if (ratio < need) failures.push(`${el.tagName}.${el.className} "${t.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)} < ${need}`);
+  }
+  return { checked, failures };
+}
+"""
+
+
+async def test_an_operator_can_trust_what_the_dashboard_says(conn: str, browser: Browser) -> None:
+    async with run_stack(conn, time_scale=20, CALLER_DENY="+1900*") as stack:
+        page = await browser.new_page(viewport={"width": 1400, "height": 1100})
+        errors = watch_console(page)
+        # Before the first snapshot: "connecting…" and no zeros beside a green dot.
+        await page.route("**/api/events", lambda route: None)  # held: never answered
+        await page.goto(f"{stack.host_url}/dashboard?page=2")
+        await expect(page.locator("#conn-text")).to_have_text("connecting…")
+        await expect(page.locator("#s-total")).to_have_text("…")
+        await expect(page.locator("#recent-empty")).to_be_hidden()  # no "No calls yet." before knowing
+        assert "on" not in (await page.locator("#conn-dot").get_attribute("class") or "")
+        await shot(page, "dashboard-connecting")
+        await page.unroute("**/api/events")
+
+        ids = [
+            await stack.place("barge_in", caller="+14255550101"),
+            await stack.place("standard", caller="+14255550102"),
+            await stack.place("greeting_only", caller="+19005550103"),
+        ]
+        for call_id in ids:
+            await stack.wait_call(call_id, timeout=60)
+        await page.reload()
+        await expect(page.locator("#conn-text")).to_have_text("live")
+        await expect(page.locator("#s-total")).to_have_text("3")
+        # Short, copyable call ids (the log tags' 12 characters) and dates with times.
+        row = page.locator(f'#recent tr[data-call="{ids[1]}"]')
+        await expect(row.locator(".callid")).to_have_text(ids[1][-12:])
+        assert await row.locator(".callid").get_attribute("title") == f"{ids[1]} (click to copy)"
+        started = await row.locator("td").nth(3).inner_text()
+        assert (
+            any(
+                m in started
+                for m in ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+            )
+            and ":" in started
+        ), started
+        # Cost: tiles and a column, from the usage of each response.
+        await expect(page.locator("#s-cost-today")).to_have_text(re.compile(r"^(\$\d+\.\d\d|<\$0\.01)$"))
+        await expect(page.locator("#s-cost-minute")).to_have_text(re.compile(r"^(\$\d+\.\d{3}|<\$0\.01)$"))
+        await expect(row.locator("[data-cost]")).to_have_text(re.compile(r"^(\$\d+\.\d{3}|<\$0\.01)$"))
+        # Percentiles say what they are; the chart has a zero, a top value and a time axis.
+        await expect(page.locator("#s-p95")).to_have_text(re.compile(r"^≤ \d+ ms$"))
+        await expect(page.locator("#latency circle")).to_have_count(2)
+        labels = await page.locator("#latency text").evaluate_all("els => els.map((e) => e.textContent)")
+        assert "0" in labels and any(t.endswith(" ms") for t in labels), labels
+        assert len(await page.locator("#latency text.axis").all()) == 2
+        # Every call, page by page (two a page here), filtered by status.
+        all_rows = page.locator("#all-calls tr")
+        await expect(all_rows).to_have_count(2)
+        await expect(page.locator("#page-info")).to_have_text("page 1")
+        await page.click("#page-next")
+        await expect(all_rows).to_have_count(1)
+        await expect(page.locator("#page-info")).to_have_text("page 2 (last)")
+        await expect(page.locator("#page-next")).to_be_disabled()
+        await page.select_option("#status-filter", "rejected")
+        await expect(all_rows).to_have_count(1)
+        await expect(all_rows.first).to_have_attribute("data-call", ids[2])
+        await page.select_option("#status-filter", "")
+        # "1 barge-in", the id and the cost in the dialog.
+        await page.locator(f'#recent tr[data-call="{ids[0]}"] button[data-transcript]').click()
+        await expect(page.locator("#t-meta")).to_contain_text("1 barge-in ·")
+        await expect(page.locator("#t-title")).to_contain_text(ids[0][-12:])
+        await expect(page.locator("#t-meta")).to_contain_text("tokens)")
+        await shot(page, "dashboard-trust-dialog")
+        await page.keyboard.press("Escape")
+        await shot(page, "dashboard-trust")
+        contrast = await page.evaluate(CONTRAST_JS)
+        assert contrast["checked"] > 50 and contrast["failures"] == [], contrast
+        assert errors == []

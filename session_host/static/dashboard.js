@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const RECENT_SHOWN = 5;
-const PAGE = 20;
+const PAGE = Number(new URLSearchParams(location.search).get("page")) || 20;  // ?page=N: rows per page
 const TAG_CHARS = 12;  // the same tail of the call id the logs show in their [tags]
 let snapshot = null;
 let source = null;
@@ -149,7 +149,7 @@ function renderLatency(points) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const nodes = [];
   const maxV = Math.max(500, ...points.map((p) => p.p50));
-  for (const frac of [0.25, 0.5, 0.75]) {
+  for (const frac of [0, 0.25, 0.5, 0.75, 1]) {
     const y = H - pad - frac * (H - 2 * pad);
     const line = document.createElementNS(ns, "line");
     Object.entries({ x1: pad, x2: W - 4, y1: y, y2: y, class: "grid" }).forEach(([k, v]) => line.setAttribute(k, v));
