@@ -177,6 +177,23 @@ ROUTES: list[Route] = [
         {"400": "not a valid call id", "404": "Call not found", "503": "store unavailable"},
     ),
     Route(
+        "/api/calls/{callId}",
+        "delete",
+        "Delete the call, its transcript and every row naming it (audited)",
+        None,
+        [_CALL_ID],
+        {"404": "Call not found", "409": "the call is live"},
+        media="none",
+    ),
+    Route(
+        "/api/callers/{number}",
+        "delete",
+        "Delete every call from a number (audited); answers {deleted, rows}",
+        DeletedOut,
+        [{"name": "number", "in": "path", "required": True, "schema": {"type": "string"}}],
+        {"400": "not a phone number"},
+    ),
+    Route(
         "/api/events",
         "get",
         "Live dashboard feed (Server-Sent Events: `snapshot` events; Last-Event-ID resumes)",
