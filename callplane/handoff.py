@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr
 
@@ -39,6 +39,9 @@ class HandoffRequest(BaseModel):
     sipHeaders: list[SipHeader] = Field(default_factory=list)
     webhookId: WebhookId
     receivedAt: int = Field(description="epoch ms when the webhook arrived")
+    # The agent profile the Function App chose and accepted the call with (callplane.profiles
+    # ChosenProfile as JSON): the session uses the very same version for the whole call.
+    profile: dict[str, Any] | None = None
 
     # Decided by the Function App on the number as dialled (not sent: the hand-off is only made
     # for admitted callers).

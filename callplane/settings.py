@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     storage_connection_string: str = Field(default="", alias="STORAGE_CONNECTION_STRING")
     storage_table_endpoint: str = Field(default="", alias="STORAGE_TABLE_ENDPOINT")
     admin_token: str = Field(default="", alias="ADMIN_TOKEN")
+    # A SIP header whose value names the agent profile, for calls whose number has no route.
+    profile_header: str = Field(default="", alias="PROFILE_HEADER", pattern=r"^([A-Za-z][A-Za-z0-9-]{0,63})?$")
     # In Azure: the vault the apps read their secrets from at start-up (callplane/vault.py).
     key_vault_uri: str = Field(default="", alias="KEY_VAULT_URI")
     azure_client_id: str = Field(default="", alias="AZURE_CLIENT_ID")

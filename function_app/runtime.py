@@ -15,6 +15,7 @@ import aiohttp
 
 from callplane.call_control import CallControl
 from callplane.settings import ConfigError, Role, Settings, build_settings
+from callplane.store.profile_store import ProfileCache
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.telemetry import Telemetry, configure
 from callplane.vault import SECRETS, KeyVaultSource
@@ -44,9 +45,20 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
     except Exception:
         # The store may be briefly down at start: dedupe then answers 503 and the service retries.
         log.warning("could not create tables at start-up; will use them as they come back")
+    profiles = ProfileCache(tables.profiles, settings.realtime_voice, settings.profile_header)
+    try:
+        await profiles.refresh()
+    except Exception:  # the store may be down at start: the built-in agent until it is back
+        log.warning("could not read the agent profiles at start-up; refreshing in the background")
     deps = WebhookDeps(
-        settings=settings, http=http, control=CallControl(http, settings), tables=tables, telemetry=telemetry
+        settings=settings,
+        http=http,
+        control=CallControl(http, settings),
+        tables=tables,
+        telemetry=telemetry,
+        profiles=profiles,
     )
+    deps.profile_task = asyncio.get_running_loop().create_task(profiles.run(), name="profiles")
     if settings.key_vault_uri:
         source = KeyVaultSource(settings.key_vault_uri, settings.azure_client_id)
 
@@ -58,6 +70,9 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
 
 
 async def close_deps(deps: WebhookDeps) -> None:
+    if deps.profile_task is not None:
+        deps.profile_task.cancel()
+        await asyncio.gather(deps.profile_task, return_exceptions=True)
     await deps.control.auth.close()
     await deps.http.close()
     await deps.tables.close()

@@ -39,9 +39,11 @@ from callplane.handoff import (
     hash_number,
 )
 from callplane.ids import BadId, check_id
+from callplane.profiles import ChosenProfile, chosen_of
 from callplane.session_config import VoiceMode, accept_body
 from callplane.settings import Settings
 from callplane.store.models import CallStatus
+from callplane.store.profile_store import ProfileCache
 from callplane.store.records import claim_webhook, record_unhandled_call, release_webhook
 from callplane.store.tables import Tables
 from callplane.telemetry import Telemetry
@@ -68,6 +70,8 @@ class WebhookDeps:
     control: CallControl
     tables: Tables
     telemetry: Telemetry
+    profiles: ProfileCache | None = None  # None: the built-in agent for every call
+    profile_task: asyncio.Task[None] | None = None
     # Reads the webhook secret again (Key Vault): a re-registered endpoint has a new one.
     reread_secret: Callable[[], Awaitable[str | None]] | None = None
     secret_checked_at: float = 0.0
@@ -105,9 +109,9 @@ async def handle_webhook(body: bytes, headers: Mapping[str, str], deps: WebhookD
 async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) -> Reply:
     received_ms = now_ms()
     lower = {k.lower(): v for k, v in headers.items()}
-    parsed = _parse(body, lower, deps.settings, received_ms)
+    parsed = _parse(body, lower, deps.settings, received_ms, deps.profiles)
     if isinstance(parsed, Reply) and parsed.status == 401 and await _fresh_secret(deps):
-        parsed = _parse(body, lower, deps.settings, received_ms)
+        parsed = _parse(body, lower, deps.settings, received_ms, deps.profiles)
     if isinstance(parsed, Reply):
         return parsed
     extra = {"cat": "CALL", "call_id": parsed.callId}
@@ -151,7 +155,9 @@ async def _fresh_secret(deps: WebhookDeps) -> bool:
     return True
 
 
-def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: int) -> HandoffRequest | Reply:
+def _parse(
+    body: bytes, lower: dict[str, str], settings: Settings, received_ms: int, profiles: ProfileCache | None = None
+) -> HandoffRequest | Reply:
     """Everything that can be refused without touching the store, in the documented order:
     size, signature, JSON, type, event shape, identifiers. The result is the hand-off to send."""
     refused = _verified(body, lower, settings)
@@ -176,7 +182,7 @@ def _parse(body: bytes, lower: dict[str, str], settings: Settings, received_ms: 
     except BadId as exc:
         log.warning("webhook refused: %s", exc, extra={"cat": "WARNING"})
         return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {exc}"})
-    return _handoff_for(settings, call_id, webhook_id, list(event.data.sip_headers), received_ms)
+    return _handoff_for(settings, call_id, webhook_id, list(event.data.sip_headers), received_ms, profiles)
 
 
 def _verified(body: bytes, lower: dict[str, str], settings: Settings) -> Reply | None:
@@ -193,18 +199,30 @@ def _verified(body: bytes, lower: dict[str, str], settings: Settings) -> Reply |
 
 
 def _handoff_for(
-    settings: Settings, call_id: str, webhook_id: str, headers: list[Any], received_ms: int
+    settings: Settings,
+    call_id: str,
+    webhook_id: str,
+    headers: list[Any],
+    received_ms: int,
+    profiles: ProfileCache | None = None,
 ) -> HandoffRequest:
     """The hand-off, with the admission decided on the number as dialled; with
     HASH_CALLER_NUMBERS only the number's keyed hash and no identifying SIP header go further."""
     sip = [SipHeader(name=h.name, value=h.value) for h in headers]
     phone = caller_phone(sip)
     allowed = admitted(settings, phone)
+    # The agent for this call, by the number dialled (routing reads only the in-memory cache).
+    chosen = profiles.choose(sip, None if settings.hash_caller_numbers else phone) if profiles else None
     if settings.hash_caller_numbers:
         phone = hash_number(settings.caller_hash_key, phone) if phone else None
         sip = [h for h in sip if h.name.lower() not in IDENTITY_HEADERS]
     req = HandoffRequest(
-        callId=call_id, callerPhone=phone, sipHeaders=sip, webhookId=webhook_id, receivedAt=received_ms
+        callId=call_id,
+        callerPhone=phone,
+        sipHeaders=sip,
+        webhookId=webhook_id,
+        receivedAt=received_ms,
+        profile=chosen.model_dump(mode="json") if chosen is not None else None,
     )
     req._admitted = allowed
     return req
@@ -244,7 +262,7 @@ async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str,
         reason = taken or "no capacity; rejected busy (486)"
         await _refuse(deps, call_id, phone, received_ms, 486 if taken is False else 480, reason, overflow=True)
         return Reply(200, {"rejected": True, "callId": call_id})
-    refused = await _accept(deps, call_id, handoff.webhookId, extra)
+    refused = await _accept(deps, call_id, handoff.webhookId, extra, chosen_of(handoff))
     # Two-phase hand-off: the owner holds the reservation and opens the control socket only once
     # it hears the accept landed (or releases it and records the failure).
     await _tell_owner(deps, _outcome_of(call_id, refused), extra)
@@ -297,19 +315,21 @@ async def _refuse(
     await _record(deps, call_id, phone, started_ms, CallStatus.REJECTED, reason)
 
 
-async def _accept(deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any]) -> Reply | None:
+async def _accept(
+    deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any], chosen: ChosenProfile | None = None
+) -> Reply | None:
     """Accept with the voice fallback chain; a Reply means "stop here and answer this"."""
     with deps.telemetry.tracer.start_as_current_span("accept"):
-        return await _accept_with_fallback(deps, call_id, webhook_id, extra)
+        return await _accept_with_fallback(deps, call_id, webhook_id, extra, chosen)
 
 
 async def _accept_with_fallback(
-    deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any]
+    deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any], chosen: ChosenProfile | None = None
 ) -> Reply | None:
     mode: VoiceMode | None = VoiceMode.AUDIO_OUTPUT
     while mode is not None:
         try:
-            await deps.control.accept(call_id, accept_body(deps.settings, mode))
+            await deps.control.accept(call_id, accept_body(deps.settings, mode, chosen))
             log.info("call accepted", extra=extra)
             return None
         except CallControlError as exc:

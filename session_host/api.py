@@ -173,15 +173,6 @@ async def get_transcript(request: web.Request) -> web.Response:
     return web.json_response({"callId": call_id, "transcript": turns, "count": len(turns)})
 
 
-def _who(request: web.Request) -> str:
-    """The admin making a change, for the audit: a hash of the credential, never the credential."""
-    if not request.app[keys.SETTINGS].admin_token:
-        return "open (no ADMIN_TOKEN)"
-    header = request.headers.get("Authorization", "")
-    credential = header[7:] if header.startswith("Bearer ") else request.cookies.get(auth.COOKIE, "")
-    return lifecycle.who_of(credential)
-
-
 async def delete_call(request: web.Request) -> web.Response:
     """Every row holding the call goes; an audit row stays (who, when, how many rows)."""
     call_id = _call_id(request)
@@ -192,7 +183,7 @@ async def delete_call(request: web.Request) -> web.Response:
     rows = await lifecycle.delete_call(tables, call_id, call.startTime if call is not None else None)
     if rows == 0:
         return web.json_response({"error": "Call not found"}, status=404)
-    await lifecycle.audit(tables, _who(request), "delete call", rows, 1)
+    await lifecycle.audit(tables, auth.who(request), "delete call", rows, 1)
     return web.Response(status=204)
 
 
@@ -205,7 +196,7 @@ async def delete_caller(request: web.Request) -> web.Response:
     stored_as = hash_number(settings.caller_hash_key, number) if settings.hash_caller_numbers else number
     tables = request.app[keys.TABLES]
     calls, rows = await lifecycle.delete_caller(tables, stored_as)
-    await lifecycle.audit(tables, _who(request), "delete caller", rows, calls)
+    await lifecycle.audit(tables, auth.who(request), "delete caller", rows, calls)
     return web.json_response({"deleted": calls, "rows": rows})
 
 

@@ -23,12 +23,13 @@ from callplane.store import leases, lifecycle
 from callplane.store.calls import CallReader
 from callplane.store.leases import Lease
 from callplane.store.models import CallRecord
+from callplane.store.profile_store import ProfileCache
 from callplane.store.rollups import call_started
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
 from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
-from session_host import api, auth, dashboard, keys
+from session_host import api, auth, dashboard, keys, profiles_api
 from session_host.handoff_routes import accept_outcome, take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
@@ -155,6 +156,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = StoreWriter(tables)
     writer.start()
     app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
+    settings = app[keys.SETTINGS]
+    app[keys.PROFILES] = ProfileCache(tables.profiles, settings.realtime_voice, settings.profile_header)
     yield
     await writer.close()
     await tables.close()
@@ -196,6 +199,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(supervised("heartbeat", heartbeat.run, restarts), name="heartbeat"),
         asyncio.create_task(supervised("lease-sweeper", lambda: _sweep_forever(app), restarts), name="lease-sweeper"),
         asyncio.create_task(supervised("retention", lambda: _purge_forever(app), restarts), name="retention"),
+        asyncio.create_task(supervised("profiles", app[keys.PROFILES].run, restarts), name="profiles"),
     ]
     yield
     for task in tasks[1:]:
@@ -243,6 +247,7 @@ def create_app(
     app.router.add_post("/api/session", auth.create_session)
     app.router.add_delete("/api/session", auth.delete_session)
     api.add_routes(app)
+    profiles_api.add_routes(app)
     dashboard.add_routes(app)
     if not settings.admin_token:
         log.warning("ADMIN_TOKEN is not set: the admin API and dashboard are OPEN to anyone who can reach them")

@@ -167,3 +167,15 @@ async def delete_session(request: web.Request) -> web.Response:
     resp = web.json_response({"ok": True})
     resp.del_cookie(COOKIE, path="/")
     return resp
+
+
+def who(request: web.Request) -> str:
+    """The admin making a change, for audits and profile versions: a short hash of the credential
+    used, never the credential itself."""
+    from callplane.store.lifecycle import who_of
+
+    if not request.app[keys.SETTINGS].admin_token:
+        return "open (no ADMIN_TOKEN)"
+    header = request.headers.get("Authorization", "")
+    credential = header[7:] if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+    return who_of(credential)

@@ -9,6 +9,7 @@ from callplane.call_control import CallControl
 from callplane.logs import Throttle
 from callplane.settings import Settings
 from callplane.store.calls import CallReader
+from callplane.store.profile_store import ProfileCache
 from callplane.store.tables import Tables
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
@@ -37,3 +38,4 @@ THROTTLE = web.AppKey("log_throttle", Throttle)
 SIGN_IN = web.AppKey("sign_in_limiter", SignInLimiter)
 RESTARTS = web.AppKey("task_restarts", dict[str, int])  # background task name -> restarts after a crash
 PURGED = web.AppKey("purged_once", bool)
+PROFILES = web.AppKey("profiles", ProfileCache)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from callplane.profiles import Profile
 from callplane.store.models import CallRecord, CallStatus
 
 
@@ -97,6 +98,48 @@ class Error(_Strict):
     status: int | None = None
 
 
+class ProfileOut(Profile):
+    """A stored profile: the profile itself plus its name and version (who and when)."""
+
+    name: str
+    version: int = Field(description="0: the built-in default, never stored")
+    updatedBy: str
+    updatedAt: int
+    builtIn: bool | None = None
+
+
+class ProfileList(_Strict):
+    profiles: list[ProfileOut]
+    count: int
+
+
+class ProfileVersion(_Strict):
+    version: int
+    updatedBy: str | None
+    updatedAt: int
+
+
+class ProfileVersions(_Strict):
+    name: str
+    versions: list[ProfileVersion]
+
+
+class RouteOut(_Strict):
+    number: str
+    profile: str
+
+
+class RouteList(_Strict):
+    routes: list[RouteOut]
+    count: int
+
+
+class DryRun(_Strict):
+    profile: str
+    version: int
+    accept: dict[str, Any] = Field(description="the body the accept would send")
+
+
 class DeletedOut(_Strict):
     deleted: int = Field(description="calls deleted")
     rows: int = Field(description="table rows deleted")
@@ -123,6 +166,19 @@ class ServiceInfo(BaseModel):
 
 
 _CALL_ID = {"name": "callId", "in": "path", "required": True, "schema": {"type": "string"}}
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
+}
+_NUMBER = {"name": "number", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+class RouteBody(_Strict):
+    profile: str
+
+
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 10}}
 
 
@@ -136,6 +192,7 @@ class Route:
     errors: dict[str, str] = dataclass_field(default_factory=dict)
     public: bool = False  # answers without the admin token
     media: str = "application/json"
+    body: type[BaseModel] | None = None  # the JSON request body's model
 
 
 ROUTES: list[Route] = [
@@ -193,6 +250,68 @@ ROUTES: list[Route] = [
         [{"name": "number", "in": "path", "required": True, "schema": {"type": "string"}}],
         {"400": "not a phone number"},
     ),
+    Route("/api/profiles", "get", "Agent profiles (the built-in default when none is stored)", ProfileList),
+    Route(
+        "/api/profiles/{name}",
+        "get",
+        "One profile (?version=N for an earlier one)",
+        ProfileOut,
+        [_NAME],
+        {"404": "Profile not found"},
+    ),
+    Route(
+        "/api/profiles/{name}",
+        "put",
+        "Create or change a profile: a new version (201 when new)",
+        ProfileOut,
+        [_NAME],
+        {"400": "invalid profile: {error, field} names the field"},
+        body=Profile,
+    ),
+    Route(
+        "/api/profiles/{name}",
+        "delete",
+        "Delete a profile (its versions stay for the calls that used them)",
+        None,
+        [_NAME],
+        {"404": "Profile not found", "409": "numbers still route to it"},
+        media="none",
+    ),
+    Route(
+        "/api/profiles/{name}/versions",
+        "get",
+        "A profile's versions, newest first",
+        ProfileVersions,
+        [_NAME],
+        {"404": "Profile not found"},
+    ),
+    Route("/api/routes", "get", "Which profile each called number gets", RouteList),
+    Route(
+        "/api/routes/{number}",
+        "put",
+        "Route a number (E.164, + as %2B) to a profile (201 when new)",
+        RouteOut,
+        [_NUMBER],
+        {"400": "bad number or unknown profile: {error, field}"},
+        body=RouteBody,
+    ),
+    Route(
+        "/api/routes/{number}",
+        "delete",
+        "Remove a number's route",
+        None,
+        [_NUMBER],
+        {"404": "Route not found"},
+        media="none",
+    ),
+    Route(
+        "/api/routes/{number}/dry-run",
+        "get",
+        "What a call to the number would be accepted with",
+        DryRun,
+        [_NUMBER],
+        {"400": "bad number"},
+    ),
     Route(
         "/api/events",
         "get",
@@ -242,7 +361,7 @@ def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     paths: dict[str, Any] = {}
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for model in {r.model for r in ROUTES if r.model is not None} | {Error}:
+    for model in {r.model for r in ROUTES if r.model is not None} | {r.body for r in ROUTES if r.body} | {Error}:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -257,6 +376,11 @@ def document() -> dict[str, Any]:
         for status, description in route.errors.items():
             responses[status] = {"description": description, "content": error_ref}
         operation: dict[str, Any] = {"summary": route.summary, "parameters": route.params, "responses": responses}
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
+            }
         if route.public:
             operation["security"] = []
         paths.setdefault(route.path, {})[route.method] = operation

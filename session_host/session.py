@@ -50,6 +50,7 @@ from callplane.handoff import AcceptOutcome, HandoffRequest
 from callplane.logs import SUMMARY_FIELD
 from callplane.model_summary import model_summary
 from callplane.pricing import usage_cost
+from callplane.profiles import ChosenProfile, chosen_of
 from callplane.realtime_events import parse_server_event, peek_type
 from callplane.session_config import VoiceMode, greeting_request, session_update
 from callplane.settings import Settings
@@ -100,6 +101,10 @@ class SessionOptions:
     accept_retry_wait_s: float = 60.0  # after a retryable accept failure: the service's retry may come
 
 
+def _default_transfer(chosen: ChosenProfile | None, settings: Settings) -> str:
+    return chosen.profile.transfer_target(None, settings.sip_target_uri) if chosen else settings.sip_target_uri
+
+
 def _take_output(resp: _Response, output: list[Any]) -> None:
     """Function calls and text from a response's final output that the deltas did not carry
     (a socket attached mid-response sees only the end)."""
@@ -148,6 +153,8 @@ class CallSession:
             callerPhone=req.callerPhone,
             replica=replica,
             updatedAt=now_ms(),
+            profile=str(req.profile.get("name")) if req.profile else None,
+            profileVersion=int(req.profile.get("version") or 0) if req.profile else None,
         )
         self.extra = {"cat": "CALL", "call_id": req.callId}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -178,6 +185,13 @@ class CallSession:
         self._claim_until = 0.0
         self.replica = replica
         self._price = settings.price
+        # The agent profile chosen (and accepted) by the Function App; None: the built-in agent.
+        self.chosen = chosen_of(req)
+        self._transfer_to = (
+            self.chosen.profile.transfer_target(None, settings.sip_target_uri)
+            if self.chosen
+            else settings.sip_target_uri
+        )
         self._outcome_changed = asyncio.Event()
         if resumed is not None:
             self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
@@ -350,7 +364,7 @@ class CallSession:
 
     async def _on_open(self) -> None:
         """What goes out first on a new socket: the session, then a greeting or a re-engagement."""
-        await self._send(session_update(self.settings, self._voice_mode))
+        await self._send(session_update(self.settings, self._voice_mode, self.chosen))
         if self._reengage:
             # Nobody listened for a while (the previous owner died): whatever the caller said
             # meanwhile is unanswered. Ask the model to pick the conversation up at once.
@@ -360,7 +374,7 @@ class CallSession:
         if not self._greeted:
             self._greeted = True
             self.call.greetingDelayMs = float(now_ms() - self.req.receivedAt)
-            await self._send(greeting_request())
+            await self._send(greeting_request(self.chosen))
             log.info("greeting requested %.0f ms after the webhook", self.call.greetingDelayMs, extra=self.extra)
 
     async def _connect_and_pump(self) -> bool:
@@ -454,7 +468,7 @@ class CallSession:
             if nxt is not None:
                 self._voice_mode = nxt
                 log.warning("voice refused at %s; retrying with %s", param, nxt.value, extra=self.extra)
-                self._spawn(self._send(session_update(self.settings, nxt)), "voice-retry")
+                self._spawn(self._send(session_update(self.settings, nxt, self.chosen)), "voice-retry")
                 return
         if code == "response_cancel_not_active":
             return
@@ -615,7 +629,8 @@ class CallSession:
     async def _answer_calls(self, resp: _Response) -> tuple[list[ToolOutcome], list[str], int]:
         """Answer this response's function calls: (tool outcomes, follow-up instructions, how many
         calls this replica answered, skipped ones included)."""
-        ctx = ToolContext(self.req.callId, self.req.callerPhone, self.settings.sip_target_uri)
+        ctx = ToolContext(self.req.callId, self.req.callerPhone, self._transfer_to)
+        profile = self.chosen.profile if self.chosen is not None else None
         follow_ups: list[str] = []
         outcomes: list[ToolOutcome] = []
         answered = 0
@@ -634,7 +649,13 @@ class CallSession:
                 )
                 continue
             with self.telemetry.tracer.start_as_current_span("tool", attributes={"tool.name": name}) as span:
-                outcome = await run_tool(name, arguments, ctx)
+                outcome = await run_tool(
+                    name,
+                    arguments,
+                    ctx,
+                    timeout_s=profile.toolTimeouts.get(name) if profile else None,
+                    allowed=profile is None or name in profile.tools,
+                )
                 span.set_attribute("tool.success", outcome.success)
                 if not outcome.success:
                     span.set_status(Status(StatusCode.ERROR, outcome.error or "error"))
@@ -694,7 +715,10 @@ class CallSession:
         name, action, arg = pending
         if action is Action.HANDOFF:
             try:
-                await self.control.refer(self.req.callId, self.settings.sip_target_uri)
+                target = (
+                    self.chosen.profile.transfer_target(arg, self._transfer_to) if self.chosen else self._transfer_to
+                )
+                await self.control.refer(self.req.callId, target)
                 self.call.transferReason = arg
                 self._end = (CallStatus.TRANSFERRED, "transferred to a human")
                 log.info("transferred to a human", extra={"cat": "SUCCESS", "call_id": self.req.callId})
@@ -743,7 +767,7 @@ class CallSession:
             return
         self._wrapping_up = True
         log.info("wrapping up: %s", reason, extra=self.extra)
-        if self.settings.sip_target_uri and reason == "realtime session time cap":
+        if self._transfer_to and reason == "realtime session time cap":
             self._after_response = ("guard", Action.HANDOFF, reason)
         else:
             self._after_response = ("guard", Action.END_CALL, reason)

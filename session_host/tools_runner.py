@@ -46,7 +46,11 @@ def _validation_output(name: str, exc: ValidationError) -> dict[str, Any]:
     }
 
 
-async def run_tool(name: str, raw_arguments: str, ctx: ToolContext) -> ToolOutcome:
+async def run_tool(
+    name: str, raw_arguments: str, ctx: ToolContext, timeout_s: float | None = None, allowed: bool = True
+) -> ToolOutcome:
+    """Run one function call. `timeout_s` overrides the tool's own (a profile's per-tool
+    timeout); `allowed=False` answers that the call's profile does not offer the tool."""
     started = time.perf_counter()
     started_ms = now_ms()
     tool = TOOLS.get(name)
@@ -64,8 +68,12 @@ async def run_tool(name: str, raw_arguments: str, ctx: ToolContext) -> ToolOutco
             started_ms=started_ms,
         )
 
-    if tool is None:
-        return done(None, {"error": "unknown_tool", "tool": name, "available": sorted(TOOLS)}, "unknown tool")
+    if tool is None or not allowed:
+        return done(
+            None,
+            {"error": "unknown_tool", "tool": name, "hint": "This tool is not available on this line."},
+            "unknown tool",
+        )
     try:
         parsed = json.loads(raw_arguments or "{}")
         args = tool.args.model_validate(parsed)
@@ -82,7 +90,7 @@ async def run_tool(name: str, raw_arguments: str, ctx: ToolContext) -> ToolOutco
             "invalid arguments",
         )
     try:
-        result = await asyncio.wait_for(tool.handler(args, ctx), timeout=tool.timeout_s)
+        result = await asyncio.wait_for(tool.handler(args, ctx), timeout=timeout_s or tool.timeout_s)
     except TimeoutError:
         log.warning("tool %s timed out", name, extra={"cat": "TOOL", "call_id": ctx.call_id})
         return done(

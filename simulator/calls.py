@@ -28,6 +28,7 @@ class SimCall:
     call_id: str
     scenario: Scenario
     caller: str
+    called: str = "+18005551212"  # the number dialled (the To header)
     state: CallState = CallState.RINGING
     end_reason: str | None = None
     accept_body: dict[str, Any] | None = None

@@ -59,9 +59,11 @@ class Simulator:
         return task
 
     # --- placing calls -----------------------------------------------------------------------
-    def new_call(self, scenario: Scenario, caller: str | None = None) -> SimCall:
+    def new_call(self, scenario: Scenario, caller: str | None = None, called: str | None = None) -> SimCall:
         call_id = f"rtc_{uuid.uuid4().hex}"
         call = SimCall(call_id=call_id, scenario=scenario, caller=caller or scenario.caller)
+        if called:
+            call.called = called
         self.calls[call_id] = call
         return call
 
@@ -78,7 +80,7 @@ class Simulator:
                         "name": "From",
                         "value": f'"Caller" <sip:{call.caller}@sip.example.com>;tag={uuid.uuid4().hex[:8]}',
                     },
-                    {"name": "To", "value": "<sip:+18005551212@sip.example.com>"},
+                    {"name": "To", "value": f"<sip:{call.called}@sip.example.com>"},
                     {"name": "Call-ID", "value": str(uuid.uuid4())},
                 ],
             },
@@ -546,7 +548,7 @@ async def sim_place(request: web.Request) -> web.Response:
             scenario = scenario.model_copy(update={"faults": scenario.faults.model_copy(update=body["faults"])})
     except (ValueError, AttributeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    call = sim.new_call(scenario, body.get("caller"))
+    call = sim.new_call(scenario, body.get("caller"), body.get("called"))
     if body.get("deliver", True):  # deliver=false: a ringing call for a client that drives it itself
         sim.spawn(sim.place_call(call))
     return web.json_response({"callId": call.call_id}, status=201)

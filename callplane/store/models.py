@@ -82,6 +82,8 @@ class CallRecord(BaseModel):
     usage: CallUsage = Field(default_factory=CallUsage)
     cost: float = 0.0  # USD: the model's tokens at the configured prices (callplane/pricing.py)
     summaryTokens: int = 0  # the optional model summary's tokens, counted apart from the call's
+    profile: str | None = None  # the agent profile the call was accepted with, and its version
+    profileVersion: int | None = None
 
     @property
     def final(self) -> bool:

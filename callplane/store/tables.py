@@ -25,7 +25,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from callplane.settings import Settings
 
-TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions")
+TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions", "profiles")
 log = logging.getLogger("callplane.store")
 
 
@@ -161,6 +161,7 @@ class Tables:
     webhooks: TableOps
     leases: TableOps
     sessions: TableOps
+    profiles: TableOps
     store: StoreLoop | None = None
     # Bumped whenever a table had to be created again: whatever a writer cached as "already in
     # the store" (index buckets, live rows, rollup ETags) may be gone. Per table name.
@@ -175,7 +176,7 @@ class Tables:
             ops.on_recreated = self._bump
 
     def all(self) -> tuple[TableOps, ...]:
-        return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions)
+        return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions, self.profiles)
 
     def _bump(self, table_name: str) -> None:
         self.generations[table_name] = self.generations.get(table_name, 0) + 1
@@ -232,8 +233,8 @@ def open_tables(settings: Settings, *, own_thread: bool = False) -> Tables:
     store = StoreLoop() if own_thread else None
     names = [f"{settings.table_prefix}{name}" for name in TABLES]
     ops = [TableOps(service.get_table_client(name), store) for name in names]
-    calls, callindex, rollups, webhooks, leases, sessions = ops
-    return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, store=store)
+    calls, callindex, rollups, webhooks, leases, sessions, profiles = ops
+    return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, profiles, store=store)
 
 
 async def ensure_tables(tables: Tables) -> None:

@@ -1,0 +1,145 @@
+"""Agent profiles through real HTTP, sockets and Azurite: two numbers get two different agents in
+one run, an edit reaches another replica within seconds and never changes a live call, and every
+invalid profile is refused naming the field."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from session_host import keys
+from session_host.app import create_app
+from simulator.azurite import free_port
+from tests.stack import Stack, run_stack
+
+SALES = {
+    "instructions": "You are Sam from the sales line. The caller {caller_number} dialled {called_number}.",
+    "greeting": "Say hello from the sales line.",
+    "voice": "cedar",
+    "tools": ["lookup_order"],
+    "turnDetection": {"type": "semantic_vad", "eagerness": "low"},
+    "noiseReduction": "far_field",
+}
+SUPPORT = {
+    "instructions": "You are Kim from support. Ticket {x_ticket}.",
+    "voice": "coral",
+    "tools": ["check_inventory", "handoff_human"],
+    "turnDetection": {"type": "server_vad", "threshold": 0.7, "silenceDurationMs": 700},
+    "transferTargets": {"default": "tel:+18005550999"},
+}
+
+
+async def put(stack: Stack, path: str, body: Any, url: str | None = None) -> tuple[int, Any]:
+    async with stack.http.put(f"{url or stack.host_url}{path}", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_two_numbers_two_agents(conn: str) -> None:
+    async with run_stack(conn, time_scale=40) as stack:
+        assert (await put(stack, "/api/profiles/sales", SALES))[0] == 201
+        status, doc = await put(stack, "/api/profiles/support", SUPPORT)
+        assert status == 201 and doc["version"] == 1 and doc["updatedBy"]
+        assert (await put(stack, "/api/routes/%2B18005550100", {"profile": "sales"}))[0] == 201
+        assert (await put(stack, "/api/routes/%2B18005550200", {"profile": "support"}))[0] == 201
+        await asyncio.sleep(1.5)  # the webhook app's cache follows the store within about a second
+
+        sales_id = await stack.place("lookup_order", caller="+14255550111", called="+18005550100")
+        support_id = await stack.place("check_inventory", caller="+14255550222", called="+18005550200")
+        other_id = await stack.place("greeting_only", called="+18005550300")
+        for call_id in (sales_id, support_id, other_id):
+            await stack.wait_ended(call_id, timeout=60)
+        sales = stack.sim.calls[sales_id].accept_body or {}
+        support = stack.sim.calls[support_id].accept_body or {}
+        default = stack.sim.calls[other_id].accept_body or {}
+        assert sales["instructions"].startswith(
+            "You are Sam from the sales line. The caller +14255550111 dialled +18005550100"
+        )
+        assert sales["audio"]["output"]["voice"] == "cedar" and support["audio"]["output"]["voice"] == "coral"
+        assert [t["name"] for t in sales["tools"]] == ["lookup_order"]
+        assert [t["name"] for t in support["tools"]] == ["check_inventory", "handoff_human"]
+        assert sales["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
+        assert sales["audio"]["input"]["turn_detection"]["eagerness"] == "low"
+        assert sales["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
+        assert support["audio"]["input"]["turn_detection"]["threshold"] == 0.7
+        assert "Contoso" in default["instructions"] and len(default["tools"]) > 5, "unrouted: today's agent"
+        # The greeting the session asked for came from the profile too.
+        assert stack.sim.calls[sales_id].summary()["transcript"], "the sales call ran"
+        for call_id, name in ((sales_id, "sales"), (support_id, "support")):
+            call = await stack.wait_call(call_id)
+            assert call["profile"] == name and call["profileVersion"] == 1
+            assert call["status"] == "completed"
+        assert (await stack.wait_call(other_id))["profile"] == "default"
+        dry = await stack.api("/api/routes/%2B18005550200/dry-run?header=X-Ticket:T-42")
+        assert dry["profile"] == "support" and dry["accept"]["instructions"] == "You are Kim from support. Ticket T-42."
+
+
+async def test_an_edit_reaches_another_replica_and_never_changes_a_live_call(conn: str) -> None:
+    async with run_stack(conn, time_scale=2) as stack:
+        await put(stack, "/api/profiles/sales", SALES)
+        await put(stack, "/api/routes/%2B18005550100", {"profile": "sales"})
+        other = create_app(stack.settings)
+        port = free_port()
+        runner = web.AppRunner(other)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            await asyncio.sleep(1.5)
+            live = await stack.place("standard", called="+18005550100")
+            await stack.wait_call(live, final=False)
+            started = time.monotonic()
+            status, doc = await put(stack, "/api/profiles/sales", {**SALES, "voice": "sage"})
+            assert status == 200 and doc["version"] == 2
+            cache = other[keys.PROFILES]
+            while cache.profiles.get("sales") is None or cache.profiles["sales"].version != 2:
+                assert time.monotonic() - started < 5, "the other replica still has version 1"
+                await asyncio.sleep(0.05)
+            seen_after = time.monotonic() - started
+            assert seen_after < 5
+            versions = await stack.api("/api/profiles/sales/versions")
+            assert [v["version"] for v in versions["versions"]] == [2, 1]
+            call = await stack.wait_call(live, timeout=90)
+            assert call["profileVersion"] == 1, "a live call keeps the version it started with"
+            sim_call = stack.sim.calls[live]
+            assert sim_call.session["audio"]["output"]["voice"] == "cedar"
+            assert (await stack.api("/api/profiles/sales?version=1"))["voice"] == "cedar"
+        finally:
+            await runner.cleanup()
+
+
+async def test_invalid_profiles_and_routes_name_the_field(conn: str) -> None:
+    async with run_stack(conn) as stack:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({**SALES, "voice": "robot"}, "voice"),
+            ({**SALES, "tools": ["lookup_order", "teleport"]}, "tools"),
+            ({**SALES, "instructions": "Hi {customer_name}"}, "instructions"),
+            ({**SALES, "turnDetection": {"type": "semantic_vad", "threshold": 0.4}}, "turnDetection"),
+            (
+                {**SALES, "turnDetection": {"type": "server_vad", "silenceDurationMs": 10}},
+                "turnDetection.silenceDurationMs",
+            ),
+            ({**SALES, "transferTargets": {"default": "http://x"}}, "transferTargets"),
+            ({**SALES, "toolTimeouts": {"lookup_order": 600}}, "toolTimeouts"),
+            ({**SALES, "colour": "blue"}, "colour"),
+            ({"voice": "cedar"}, "instructions"),
+        ]
+        for body, field in cases:
+            status, doc = await put(stack, "/api/profiles/sales", body)
+            assert status == 400 and doc["field"] == field, (field, doc)
+        assert (await put(stack, "/api/profiles/Bad_Name", SALES))[1]["field"] == "name"
+        status, doc = await put(stack, "/api/routes/%2B18005550100", {"profile": "nobody"})
+        assert status == 400 and doc["field"] == "profile"
+        status, doc = await put(stack, "/api/routes/not-a-number", {"profile": "default"})
+        assert status == 400 and doc["field"] == "number"
+        await stack.api("/api/profiles/sales", status=404)
+        assert (await stack.api("/api/profiles"))["profiles"][0]["builtIn"] is True
+        await put(stack, "/api/profiles/sales", SALES)
+        await put(stack, "/api/routes/%2B18005550100", {"profile": "sales"})
+        async with stack.http.delete(f"{stack.host_url}/api/profiles/sales") as resp:
+            assert resp.status == 409, "a routed profile is not deleted"
+        async with stack.http.delete(f"{stack.host_url}/api/routes/%2B18005550100") as resp:
+            assert resp.status == 204
+        async with stack.http.delete(f"{stack.host_url}/api/profiles/sales") as resp:
+            assert resp.status == 204
