@@ -64,6 +64,28 @@ class TurnDetection(BaseModel):
         return out
 
 
+class SilencePolicy(BaseModel):
+    """A silent caller is asked again, a few times, then said goodbye to (not cut off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repromptAfterS: float = Field(default=8.0, ge=1.0, le=120.0)
+    maxReprompts: int = Field(default=2, ge=0, le=5)
+    reprompt: str = Field(
+        default="The caller has gone quiet. Briefly ask whether they are still there.", max_length=500
+    )
+
+
+class SlowTools(BaseModel):
+    """Dead air while a tool runs: after `fillerAfterMs` the agent says a short filler, and a tool
+    that passes its timeout gets a spoken apology, never silence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fillerAfterMs: int = Field(default=1500, ge=200, le=10_000)
+    filler: str = Field(default="One moment while I check that.", min_length=1, max_length=200)
+
+
 ToolName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -81,6 +103,8 @@ class Profile(BaseModel):
     turnDetection: TurnDetection = Field(default_factory=TurnDetection)
     noiseReduction: Literal["near_field", "far_field"] | None = None
     disclosure: str | None = Field(default=None, max_length=2_000, description="spoken first; cannot be interrupted")
+    silence: SilencePolicy | None = None  # None: after two minutes of silence the call is wrapped up
+    slowTools: SlowTools | None = None
 
     @field_validator("voice")
     @classmethod

@@ -50,9 +50,9 @@ from callplane.handoff import AcceptOutcome, HandoffRequest
 from callplane.logs import SUMMARY_FIELD
 from callplane.model_summary import model_summary
 from callplane.pricing import usage_cost
-from callplane.profiles import ChosenProfile, chosen_of
+from callplane.profiles import ChosenProfile, Profile, SilencePolicy, chosen_of
 from callplane.realtime_events import parse_server_event, peek_type
-from callplane.session_config import VoiceMode, greeting_request, session_update
+from callplane.session_config import VoiceMode, disclosure_request, greeting_request, session_update
 from callplane.settings import Settings
 from callplane.store import leases
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
@@ -66,6 +66,16 @@ from session_host.ownership import LeaseKeeper, LeaseTiming
 from session_host.tools_runner import ToolOutcome, run_tool
 
 log = logging.getLogger("session_host.session")
+_DISCLOSING = "(requested)"
+
+
+def _interruptible(update: Event, on: bool) -> Event:
+    """`update` with the caller's speech allowed (or not) to cut the assistant's response."""
+    turn = update["session"]["audio"]["input"]["turn_detection"]
+    turn["interrupt_response"] = on
+    return update
+
+
 CLAIM_WINDOW_S = 10.0  # after a takeover: long enough for the previous owner to notice it lost the call
 Event = dict[str, Any]
 
@@ -193,6 +203,8 @@ class CallSession:
             else settings.sip_target_uri
         )
         self._outcome_changed = asyncio.Event()
+        self._disclosure: str | None = None  # _DISCLOSING, then the disclosure's response id
+        self._reprompts = 0
         if resumed is not None:
             self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
             # Taking over from a replica that stopped or died: go on from the stored state.
@@ -374,8 +386,22 @@ class CallSession:
         if not self._greeted:
             self._greeted = True
             self.call.greetingDelayMs = float(now_ms() - self.req.receivedAt)
+            disclosure = disclosure_request(self.chosen) if self.chosen is not None else None
+            if disclosure is not None:
+                # Spoken before anything else, and the caller cannot talk it away: the server
+                # must not cut the response on speech until it has played. The greeting follows.
+                self._disclosure = _DISCLOSING
+                await self._send(_interruptible(session_update(self.settings, self._voice_mode, self.chosen), False))
+                await self._send(disclosure)
+                log.info("disclosure requested", extra=self.extra)
+                return
             await self._send(greeting_request(self.chosen))
             log.info("greeting requested %.0f ms after the webhook", self.call.greetingDelayMs, extra=self.extra)
+
+    async def _after_disclosure(self) -> None:
+        self._disclosure = None
+        await self._send(session_update(self.settings, self._voice_mode, self.chosen))
+        await self._send(greeting_request(self.chosen))
 
     async def _connect_and_pump(self) -> bool:
         """One socket's life. True when the far side ended the call cleanly."""
@@ -476,6 +502,8 @@ class CallSession:
 
     def _on_response_created(self, event: ResponseCreatedEvent) -> None:
         rid = event.response.id or ""
+        if self._disclosure == _DISCLOSING:
+            self._disclosure = rid  # this response is the disclosure
         resp = _Response(rid)
         self._responses[rid] = resp
         self._current = resp
@@ -550,7 +578,10 @@ class CallSession:
     def _on_speech_started(self, event: InputAudioBufferSpeechStartedEvent) -> None:
         self.call.userSpeechEvents += 1
         self._last_activity = time.monotonic()
+        self._reprompts = 0
         cur = self._current
+        if self._disclosure is not None and (cur is None or cur.id == self._disclosure):
+            return  # over the disclosure: it goes on (interrupt_response is off); not a barge-in
         if cur is not None and not cur.done or self._audio_playing:
             # The caller talks over the assistant: the server cancels the response; what we
             # received so far is the best estimate of what the caller heard.
@@ -592,6 +623,8 @@ class CallSession:
             resp.interrupted = True
         _take_output(resp, response.output or [])
         self._write_assistant_turn(resp)
+        if self._disclosure is not None and resp.id == self._disclosure:
+            self._spawn(self._after_disclosure(), "greeting")
         if self._current is resp:
             self._current = None
         self._responses.pop(resp.id, None)
@@ -649,13 +682,16 @@ class CallSession:
                 )
                 continue
             with self.telemetry.tracer.start_as_current_span("tool", attributes={"tool.name": name}) as span:
-                outcome = await run_tool(
-                    name,
-                    arguments,
-                    ctx,
-                    timeout_s=profile.toolTimeouts.get(name) if profile else None,
-                    allowed=profile is None or name in profile.tools,
+                running = asyncio.ensure_future(
+                    run_tool(
+                        name,
+                        arguments,
+                        ctx,
+                        timeout_s=profile.toolTimeouts.get(name) if profile else None,
+                        allowed=profile is None or name in profile.tools,
+                    )
                 )
+                outcome = await self._with_filler(running, profile)
                 span.set_attribute("tool.success", outcome.success)
                 if not outcome.success:
                     span.set_status(Status(StatusCode.ERROR, outcome.error or "error"))
@@ -666,6 +702,29 @@ class CallSession:
             if outcome.action is not Action.NONE:
                 self._after_response = (name, outcome.action, outcome.action_arg)
         return outcomes, follow_ups, answered
+
+    async def _with_filler(self, running: asyncio.Future[ToolOutcome], profile: Profile | None) -> ToolOutcome:
+        """A slow tool: past the profile's threshold the agent says a short filler while it runs;
+        its answer waits for the filler to finish (one response at a time)."""
+        slow = profile.slowTools if profile is not None else None
+        if slow is None:
+            return await running
+        done, _ = await asyncio.wait({running}, timeout=slow.fillerAfterMs / 1000)
+        if done:
+            return running.result()
+        log.info("tool is slow: filler", extra={"cat": "TOOL", "call_id": self.req.callId})
+        await self._send(
+            {
+                "type": "response.create",
+                "response": {"instructions": f"Say only this, briefly: {slow.filler}", "tool_choice": "none"},
+            }
+        )
+        outcome = await running
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while self._current is not None and loop.time() < deadline:  # the filler is still playing
+            await asyncio.sleep(0.02)
+        return outcome
 
     async def _may_answer(self, function_call_id: str) -> bool:
         """Whether this replica answers the function call: always when it alone hears the call;
@@ -755,11 +814,30 @@ class CallSession:
                 reason = "max call duration reached"
             elif self._expires_at is not None and time.time() >= self._expires_at - self.opts.wrap_up_s * 3:
                 reason = "realtime session time cap"
+            elif self._silence_policy() is not None and not self._audio_playing:
+                reason = await self._reprompt_or_goodbye(now)
             elif now - self._last_activity >= self.opts.silence_timeout_s and not self._audio_playing:
                 reason = "caller silent"
             if reason and not self._wrapping_up:
                 await self.wrap_up(reason)
                 return
+
+    def _silence_policy(self) -> SilencePolicy | None:
+        return self.chosen.profile.silence if self.chosen is not None else None
+
+    async def _reprompt_or_goodbye(self, now: float) -> str | None:
+        """The profile's silence policy: ask again after `repromptAfterS`, up to `maxReprompts`
+        times; one more silence and the call ends with a goodbye."""
+        policy = self._silence_policy()
+        if policy is None or self._current is not None or now - self._last_activity < policy.repromptAfterS:
+            return None
+        if self._reprompts >= policy.maxReprompts:
+            return "caller silent"
+        self._reprompts += 1
+        self._last_activity = now
+        log.info("caller silent: re-prompt %d of %d", self._reprompts, policy.maxReprompts, extra=self.extra)
+        await self._send({"type": "response.create", "response": {"instructions": policy.reprompt}})
+        return None
 
     async def wrap_up(self, reason: str) -> None:
         """Say goodbye, then hang up once the goodbye has played (or after wrap_up_s)."""

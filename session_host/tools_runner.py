@@ -46,6 +46,12 @@ def _validation_output(name: str, exc: ValidationError) -> dict[str, Any]:
     }
 
 
+TIMEOUT_APOLOGY = (
+    "Apologise in one short sentence: looking that up is taking too long right now. "
+    "Offer to try again or to arrange a callback."
+)
+
+
 async def run_tool(
     name: str, raw_arguments: str, ctx: ToolContext, timeout_s: float | None = None, allowed: bool = True
 ) -> ToolOutcome:
@@ -93,11 +99,14 @@ async def run_tool(
         result = await asyncio.wait_for(tool.handler(args, ctx), timeout=timeout_s or tool.timeout_s)
     except TimeoutError:
         log.warning("tool %s timed out", name, extra={"cat": "TOOL", "call_id": ctx.call_id})
-        return done(
+        outcome = done(
             None,
             {"error": "timeout", "tool": name, "hint": "Tell the caller the system is slow and offer a callback."},
             "timeout",
         )
+        # Never silence: the next response opens with an apology.
+        outcome.follow_up = TIMEOUT_APOLOGY
+        return outcome
     except Exception as exc:  # a tool's bug must not end the call
         log.exception("tool %s raised", name, extra={"cat": "TOOL", "call_id": ctx.call_id})
         return done(

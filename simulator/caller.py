@@ -67,6 +67,10 @@ class Runner:
             self.call.usage_sent[k] = self.call.usage_sent.get(k, 0) + int(v or 0)
         await self.send(p.event("response.done", response=response))
 
+    def _interruptible(self) -> bool:
+        turn = ((self.call.session.get("audio") or {}).get("input") or {}).get("turn_detection") or {}
+        return turn.get("interrupt_response", True) is not False
+
     def model_latency(self) -> float:
         lat = self.sc.latency
         return max(lat.min_ms, random.gauss(lat.mean_ms, lat.stdev_ms))
@@ -83,7 +87,7 @@ class Runner:
         # The greeting is whatever the client asks for first.
         req = await self._next_response_request(timeout_ms=10_000)
         if req is not None:
-            await self.play_response(self.sc.greeting)
+            await self.play_response(self.sc.greeting, interrupt_after_ms=self.sc.talk_over_greeting_ms)
         turns = self.sc.turns
         for i, turn in enumerate(turns):
             nxt = turns[i + 1] if i + 1 < len(turns) else None
@@ -181,7 +185,16 @@ class Runner:
             if call.active_response != rid:  # cancelled by the client
                 break
             if interrupt_after_ms is not None and elapsed >= interrupt_after_ms:
-                break
+                if self._interruptible():
+                    break
+                # The session turned interrupt_response off: the caller's speech is heard (it
+                # is reported) but the response plays on to its end.
+                await self.send(
+                    p.event(
+                        "input_audio_buffer.speech_started", audio_start_ms=int(ms()) % 10**7, item_id=p.new_id("item")
+                    )
+                )
+                interrupt_after_ms = None
             delta = text[i : i + CHUNK_CHARS]
             spoken += delta
             await self.send(

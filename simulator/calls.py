@@ -37,6 +37,7 @@ class SimCall:
     early_sockets: int = 0  # upgrades attempted before the accept (refused)
     outputs_per_function_call: dict[str, int] = field(default_factory=dict)  # answered twice shows here
     function_calls_emitted: int = 0
+    response_instructions: list[str] = field(default_factory=list)  # of every response.create
     usage_sent: dict[str, int] = field(default_factory=dict)  # sums of the usage in response.done events
     function_calls_unanswered: int = 0  # the model waited for an output that never came
     socket_opens: int = 0

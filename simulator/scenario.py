@@ -76,6 +76,9 @@ class Scenario(_Strict):
     description: str = ""
     caller: str = "+14255550123"
     greeting: str = "Hi, this is Alex from Contoso Outfitters. How can I help you today?"
+    talk_over_greeting_ms: int | None = Field(
+        default=None, ge=0, description="the caller starts talking this far into the first response"
+    )
     turns: list[Turn] = Field(default_factory=list)
     hangup: Literal["caller", "wait"] = Field(
         default="caller", description="caller hangs up after the last turn, or waits for the assistant to end"

@@ -412,6 +412,12 @@ async def _session_update(sim: Simulator, call: SimCall, runner: Runner, ev: dic
 async def _response_create(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:
     if "greeting_requested" not in call.marks:
         call.mark("greeting_requested")
+    instructions = str((ev.get("response") or {}).get("instructions") or "")
+    call.response_instructions.append(instructions)
+    if call.output_waiters and instructions.startswith("Say only this") and call.active_response is None:
+        # A filler while a function call is pending: the model says it now.
+        sim.spawn(runner.play_response(instructions.split(":", 1)[1].strip()))
+        return
     if call.awaiting_response:
         await call.response_requests.put(ev)
     elif call.active_response is not None:

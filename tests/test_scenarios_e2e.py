@@ -31,6 +31,7 @@ COVERED = set(TOOL_SCENARIOS) | {
     "silent_caller",
     "angry_caller",
     "blocked_caller",
+    "talk_over_disclosure",  # tests/test_profile_line.py
 }
 
 
