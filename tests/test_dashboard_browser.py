@@ -226,3 +226,39 @@ async def test_an_operator_can_trust_what_the_dashboard_says(conn: str, browser:
         contrast = await page.evaluate(CONTRAST_JS)
         assert contrast["checked"] > 50 and contrast["failures"] == [], contrast
         assert errors == []
+
+
+async def test_profiles_page_edits_with_validation_and_history(conn: str, browser: Browser) -> None:
+    async with run_stack(conn, time_scale=40) as stack:
+        async with stack.http.put(
+            f"{stack.host_url}/api/profiles/sales", json={"instructions": "Sam from sales.", "voice": "cedar"}
+        ) as resp:
+            assert resp.status == 201
+        async with stack.http.put(f"{stack.host_url}/api/routes/%2B18005550100", json={"profile": "sales"}) as resp:
+            assert resp.status == 201
+        page = await browser.new_page(viewport={"width": 1400, "height": 1400})
+        errors = watch_console(page)
+        await page.goto(f"{stack.host_url}/dashboard")
+        row = page.locator('#profile-list tr[data-profile="sales"]')
+        await expect(row).to_contain_text("+18005550100")
+        await expect(page.locator('#profile-list tr[data-profile="default"]')).to_contain_text("built in")
+        await row.locator("button").click()
+        await expect(page.locator("#editor-title")).to_have_text("Profile sales · version 1")
+        text = await page.locator("#profile-json").input_value()
+        await page.fill("#profile-json", text.replace('"cedar"', '"robot"'))
+        await page.click("#profile-save")
+        await expect(page.locator("#profile-error")).to_contain_text("voice: unknown voice 'robot'")
+        await shot(page, "dashboard-profile-error")
+        await page.fill("#profile-json", text.replace('"cedar"', '"sage"'))
+        await page.click("#profile-save")
+        await expect(page.locator("#profile-status")).to_have_text("saved as version 2")
+        await expect(page.locator("#profile-history li")).to_have_count(2)
+        await expect(row.locator("td").nth(1)).to_have_text("2")
+        await expect(row.locator("td").nth(2)).to_have_text("sage")
+        await shot(page, "dashboard-profiles")
+        # A call to the routed number shows its profile and version in the dialog.
+        call_id = await stack.place("greeting_only", called="+18005550100")
+        await stack.wait_call(call_id)
+        await page.locator(f'#recent tr[data-call="{call_id}"] button[data-transcript]').click()
+        await expect(page.locator("#t-meta")).to_contain_text("profile sales v2")
+        assert [e for e in errors if "400 (Bad Request)" not in e] == [], "only the refused save failed"

@@ -219,7 +219,8 @@ async function openTranscript(callId, opener) {
   $("t-title").textContent = `Transcript · ${maskPhone(call.callerPhone)} · ${shortId(call.callId)}`;
   $("t-meta").textContent = `${fmtTime(call.startTime)} · ${call.status}${call.endReason ? " (" + call.endReason + ")" : ""} · ` +
     `${fmtDuration(call.duration ?? Date.now() - call.startTime)} · ${plural(call.bargeInEvents, "barge-in")} · ` +
-    `sentiment ${call.sentiment} · ${fmtUsd(call.cost ?? 0, 3)} (${(call.usage?.totalTokens ?? 0).toLocaleString()} tokens)`;
+    `sentiment ${call.sentiment} · ${fmtUsd(call.cost ?? 0, 3)} (${(call.usage?.totalTokens ?? 0).toLocaleString()} tokens)` +
+    (call.profile ? ` · profile ${call.profile} v${call.profileVersion}` : "");
   $("t-turns").replaceChildren(...items.map((item) => {
     if (item.kind === "tool") {
       const tc = item.tool;
@@ -273,6 +274,7 @@ async function start() {
   $("main").hidden = false;
   connect();
   loadPage(0);
+  loadProfiles();
 }
 
 $("signin-form").addEventListener("submit", async (e) => {
@@ -284,6 +286,71 @@ $("signin-form").addEventListener("submit", async (e) => {
   if (resp.ok) { $("token").value = ""; $("signin-error").textContent = ""; start(); }
   else $("signin-error").textContent = "That token was not accepted.";
 });
+// --- agent profiles -------------------------------------------------------------------------
+const PROFILE_META = ["name", "version", "updatedBy", "updatedAt", "builtIn"];
+let editing = null;
+
+async function loadProfiles() {
+  const [pResp, rResp] = await Promise.all([fetch("/api/profiles"), fetch("/api/routes")]);
+  if (!pResp.ok || !rResp.ok) return;
+  const { profiles } = await pResp.json();
+  const { routes } = await rResp.json();
+  $("profile-list").replaceChildren(...profiles.map((p) => {
+    const numbers = routes.filter((r) => r.profile === p.name).map((r) => r.number).join(", ") || "–";
+    const open = el("button", { type: "button", "data-profile": p.name, text: "Edit" });
+    open.addEventListener("click", () => openProfile(p.name));
+    return el("tr", { "data-profile": p.name },
+      el("td", { text: p.name + (p.builtIn ? " (built in)" : "") }), el("td", { class: "num", text: String(p.version) }),
+      el("td", { text: p.voice }), el("td", { class: "num", text: String(p.tools.length) }),
+      el("td", { text: numbers }), el("td", {}, open));
+  }));
+}
+
+async function openProfile(name) {
+  const resp = await fetch(`/api/profiles/${encodeURIComponent(name)}`);
+  if (!resp.ok) return;
+  const doc = await resp.json();
+  editing = name;
+  const body = Object.fromEntries(Object.entries(doc).filter(([k]) => !PROFILE_META.includes(k)));
+  $("editor").hidden = false;
+  $("editor-title").textContent = `Profile ${name}` + (doc.version ? ` · version ${doc.version}` : " · built in");
+  $("profile-json").value = JSON.stringify(body, null, 2);
+  $("profile-error").textContent = "";
+  $("profile-status").textContent = "";
+  const hist = await fetch(`/api/profiles/${encodeURIComponent(name)}/versions`);
+  const versions = hist.ok ? (await hist.json()).versions : [];
+  $("profile-history").replaceChildren(...versions.map((v) =>
+    el("li", { text: `version ${v.version} · ${fmtTime(v.updatedAt)} · ${v.updatedBy}` })));
+}
+
+async function saveProfile() {
+  let body;
+  try { body = JSON.parse($("profile-json").value); } catch {
+    $("profile-error").textContent = "body: not valid JSON"; return;
+  }
+  const resp = await fetch(`/api/profiles/${encodeURIComponent(editing)}`, {
+    method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const doc = await resp.json();
+  if (!resp.ok) { $("profile-error").textContent = doc.error; $("profile-error").dataset.field = doc.field || ""; return; }
+  $("profile-error").textContent = "";
+  await openProfile(editing);
+  $("profile-status").textContent = `saved as version ${doc.version}`;
+  loadProfiles();
+}
+
+$("profile-save").addEventListener("click", saveProfile);
+$("new-profile").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const name = $("new-name").value;
+  const base = await (await fetch("/api/profiles/default")).json();
+  editing = name;
+  $("editor").hidden = false;
+  $("editor-title").textContent = `Profile ${name} · new`;
+  $("profile-json").value = JSON.stringify(Object.fromEntries(
+    Object.entries(base).filter(([k]) => !PROFILE_META.includes(k))), null, 2);
+  $("profile-history").replaceChildren();
+});
+
 $("status-filter").addEventListener("change", () => { pages = [""]; loadPage(0); });
 $("page-first").addEventListener("click", () => loadPage(0));
 $("page-next").addEventListener("click", () => loadPage(Number($("page-next").dataset.index || "1")));
