@@ -30,12 +30,12 @@ from callplane.store.writer import StoreWriter
 from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
 from session_host import api, auth, dashboard, keys, profiles_api
-from session_host.handoff_routes import accept_outcome, take_call
+from session_host.handoff_routes import accept_outcome, session_for, take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
 from session_host.registry import CallRegistry
-from session_host.session import CallSession, SessionOptions
+from session_host.session import SessionOptions
 from session_host.sign_in import SignInLimiter
 
 log = logging.getLogger("session_host")
@@ -79,16 +79,10 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     for turn in live[1] if live is not None else []:
         writer.put_turn(lease.call_id, turn)
         record.messageCount = max(record.messageCount, turn.seq)
-    session = CallSession(
+    session = session_for(
+        app,
         lease.request,
-        settings=app[keys.SETTINGS],
-        http=app[keys.HTTP],
-        control=app[keys.CONTROL],
-        writer=app[keys.WRITER],
-        replica=app[keys.REPLICA],
-        options=app[keys.OPTIONS],
-        telemetry=app[keys.TELEMETRY],
-        keeper=LeaseKeeper(app[keys.TABLES], lease, lease.request),
+        LeaseKeeper(app[keys.TABLES], lease, lease.request),
         resumed=record,
         resumed_turns=record.messageCount,
         # Taken from a dead replica (not offered by a live one): nobody listened for a while.

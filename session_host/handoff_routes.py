@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, TypeVar
 
 from aiohttp import web
 from azure.core.exceptions import AzureError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from callplane import signing
 from callplane.bodies import read_limited
@@ -30,28 +31,46 @@ async def _ended(app: web.Application, call_id: str) -> bool:
     return call is not None and call.status is not CallStatus.ACTIVE
 
 
-async def _read(request: web.Request) -> HandoffRequest | web.Response:
-    """The verified hand-off, or the answer refusing it (nothing touched yet)."""
-    body = await read_limited(request, MAX_HANDOFF)
-    if len(body) > MAX_HANDOFF:
-        return web.json_response({"error": "hand-off body too large"}, status=413)
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _signed(request: web.Request, model: type[M], limit: int, what: str) -> M | web.Response:
+    """The signed body (HANDOFF_SECRET) as `model`, or the answer refusing it (nothing touched yet)."""
+    body = await read_limited(request, limit)
+    if len(body) > limit:
+        return web.json_response({"error": f"{what} body too large"}, status=413)
     try:
         signing.verify(request.app[keys.SETTINGS].handoff_secret, body, dict(request.headers))
     except signing.SignatureError as exc:
-        return web.json_response({"error": f"invalid hand-off signature: {exc}"}, status=401)
+        return web.json_response({"error": f"invalid {what} signature: {exc}"}, status=401)
     try:
-        req = HandoffRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         return web.json_response(
-            {"error": f"invalid hand-off: {'.'.join(map(str, first['loc']))}: {first['msg']}"}, status=400
+            {"error": f"invalid {what}: {'.'.join(map(str, first['loc']))}: {first['msg']}"}, status=400
         )
-    return req
+
+
+def session_for(app: web.Application, req: HandoffRequest, keeper: LeaseKeeper, **more: Any) -> CallSession:
+    """A session for `req` wired to this replica's long-lived resources."""
+    return CallSession(
+        req,
+        settings=app[keys.SETTINGS],
+        http=app[keys.HTTP],
+        control=app[keys.CONTROL],
+        writer=app[keys.WRITER],
+        replica=app[keys.REPLICA],
+        options=app[keys.OPTIONS],
+        telemetry=app[keys.TELEMETRY],
+        keeper=keeper,
+        **more,
+    )
 
 
 async def take_call(request: web.Request) -> web.Response:
     app = request.app
-    req = await _read(request)
+    req = await _signed(request, HandoffRequest, MAX_HANDOFF, "hand-off")
     if isinstance(req, web.Response):
         return req
     registry = app[keys.REGISTRY]
@@ -89,17 +108,8 @@ async def take_call(request: web.Request) -> web.Response:
             type(exc).__name__,
             extra={"call_id": req.callId},
         )
-    session = CallSession(
-        req,
-        settings=app[keys.SETTINGS],
-        http=app[keys.HTTP],
-        control=app[keys.CONTROL],
-        writer=app[keys.WRITER],
-        replica=app[keys.REPLICA],
-        options=app[keys.OPTIONS],
-        telemetry=app[keys.TELEMETRY],
-        trace_context=Telemetry.extract(request.headers),
-        keeper=LeaseKeeper(app[keys.TABLES], lease, req),
+    session = session_for(
+        app, req, LeaseKeeper(app[keys.TABLES], lease, req), trace_context=Telemetry.extract(request.headers)
     )
     registry.start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})
@@ -110,18 +120,9 @@ async def accept_outcome(request: web.Request) -> web.Response:
     """The Function App's word on a reserved call's accept. Delivered to the session when the call
     is here; otherwise left in the store for its owner (the ingress may route to any replica)."""
     app = request.app
-    body = await read_limited(request, 4096)
-    try:
-        signing.verify(app[keys.SETTINGS].handoff_secret, body, dict(request.headers))
-    except signing.SignatureError as exc:
-        return web.json_response({"error": f"invalid signature: {exc}"}, status=401)
-    try:
-        outcome = AcceptOutcome.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        return web.json_response(
-            {"error": f"invalid outcome: {'.'.join(map(str, first['loc']))}: {first['msg']}"}, status=400
-        )
+    outcome = await _signed(request, AcceptOutcome, 4096, "outcome")
+    if isinstance(outcome, web.Response):
+        return outcome
     if outcome.callId != request.match_info["call_id"]:
         return web.json_response({"error": "callId does not match the path"}, status=400)
     session = app[keys.REGISTRY].sessions.get(outcome.callId)

@@ -74,7 +74,9 @@ async def run_tool(
             started_ms=started_ms,
         )
 
-    if tool is None or not allowed:
+    if tool is None:
+        return done(None, {"error": "unknown_tool", "tool": name, "available": sorted(TOOLS)}, "unknown tool")
+    if not allowed:  # a tool of the library that this call's profile does not offer
         return done(
             None,
             {"error": "unknown_tool", "tool": name, "hint": "This tool is not available on this line."},
