@@ -109,3 +109,17 @@ def disclosure_request(chosen: ChosenProfile) -> dict[str, Any] | None:
         "type": "response.create",
         "response": {"instructions": f"Say exactly this, word for word, and nothing else: {words}"},
     }
+
+
+def without(config: dict[str, Any], paths: set[str]) -> dict[str, Any]:
+    """`config` with the dotted `paths` left out: parameters this service refused with
+    unknown_parameter (the same way voice falls back), so a profile setting that a service
+    version does not know costs the setting, not the call."""
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node: Any = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config

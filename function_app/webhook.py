@@ -40,7 +40,7 @@ from callplane.handoff import (
 )
 from callplane.ids import BadId, check_id
 from callplane.profiles import ChosenProfile, chosen_of
-from callplane.session_config import VoiceMode, accept_body
+from callplane.session_config import VoiceMode, accept_body, without
 from callplane.settings import Settings
 from callplane.store.models import CallStatus
 from callplane.store.profile_store import ProfileCache
@@ -327,9 +327,10 @@ async def _accept_with_fallback(
     deps: WebhookDeps, call_id: str, webhook_id: str, extra: dict[str, Any], chosen: ChosenProfile | None = None
 ) -> Reply | None:
     mode: VoiceMode | None = VoiceMode.AUDIO_OUTPUT
+    dropped: set[str] = set()
     while mode is not None:
         try:
-            await deps.control.accept(call_id, accept_body(deps.settings, mode, chosen))
+            await deps.control.accept(call_id, without(accept_body(deps.settings, mode, chosen), dropped))
             log.info("call accepted", extra=extra)
             return None
         except CallControlError as exc:
@@ -337,6 +338,10 @@ async def _accept_with_fallback(
                 nxt = mode.next()
                 log.warning("accept refused %s; retrying with voice mode %s", exc.param, nxt, extra=extra)
                 mode = nxt
+                continue
+            if exc.code == "unknown_parameter" and exc.param and exc.param not in dropped and len(dropped) < 5:
+                log.warning("accept refused %s; retrying without it", exc.param, extra=extra)
+                dropped.add(exc.param)
                 continue
             if exc.call_gone:
                 # The replica that took the call sees the same (its upgrade gets 404) and records it.

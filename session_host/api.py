@@ -96,6 +96,15 @@ async def service_info(request: web.Request) -> web.Response:
             },
             "uptime": now_ms() - app[keys.STARTED],
             "taskRestarts": app[keys.RESTARTS],
+            # Control-plane cost: this replica's table requests per call it ran (the Function
+            # App makes one execution per webhook delivery, plus its few direct writes).
+            "controlPlane": {
+                "tableRequests": app[keys.WRITER].stats.requests,
+                "callsEndedHere": app[keys.REGISTRY].finished,
+                "tableRequestsPerCall": round(app[keys.WRITER].stats.requests / app[keys.REGISTRY].finished, 2)
+                if app[keys.REGISTRY].finished
+                else None,
+            },
             "endpoints": openapi.endpoints(),
         }
     )

@@ -56,7 +56,7 @@ class LatencyBuckets(_Strict):
 
 
 class UsagePeriod(_Strict):
-    period: str = Field(description="YYYY-MM-DD or YYYY-MM-DDTHH (UTC)")
+    period: str = Field(description="YYYY-MM-DD or YYYY-MM-DDTHH (UTC), or a profile's name")
     calls: int
     tokens: int
     cost: float
@@ -91,6 +91,7 @@ class Stats(_Strict):
     costPerCallMinute: float
     usageByDay: list[UsagePeriod] = Field(description="the last 62 days with calls, UTC")
     usageByHour: list[UsagePeriod] = Field(description="the last 48 hours with calls, UTC")
+    usageByProfile: list[UsagePeriod] = Field(description="per agent profile (period = its name), all time")
 
 
 class Error(_Strict):

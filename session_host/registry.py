@@ -20,6 +20,7 @@ class CallRegistry:
         self.accepting = True
         self.before_handover: Callable[[], Awaitable[object]] | None = None
         self.peers_alive: Callable[[], Awaitable[bool]] | None = None
+        self.finished = 0  # sessions that ended here (for control-plane cost per call)
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -40,6 +41,7 @@ class CallRegistry:
 
     def _reaper(self, call_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
+            self.finished += 1
             self.sessions.pop(call_id, None)
             self._tasks.pop(call_id, None)
             if not task.cancelled() and task.exception() is not None:

@@ -52,7 +52,7 @@ from callplane.model_summary import model_summary
 from callplane.pricing import usage_cost
 from callplane.profiles import ChosenProfile, Profile, SilencePolicy, chosen_of
 from callplane.realtime_events import parse_server_event, peek_type
-from callplane.session_config import VoiceMode, disclosure_request, greeting_request, session_update
+from callplane.session_config import VoiceMode, disclosure_request, greeting_request, session_update, without
 from callplane.settings import Settings
 from callplane.store import leases
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord, TranscriptTurn
@@ -204,14 +204,22 @@ class CallSession:
         )
         self._outcome_changed = asyncio.Event()
         self._disclosure: str | None = None  # _DISCLOSING, then the disclosure's response id
+        self._dropped: set[str] = set()  # session parameters this service refused
         self._reprompts = 0
         if resumed is not None:
-            self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
-            # Taking over from a replica that stopped or died: go on from the stored state.
-            self.call = resumed.model_copy(update={"replica": replica, "status": CallStatus.ACTIVE})
-            self._seq = resumed_turns
-            self._greeted = True
-        self._handlers: dict[str, Callable[[Any], None]] = {
+            self._go_on_from(resumed, resumed_turns)
+        self._handlers = self._event_table()
+
+    def _go_on_from(self, resumed: CallRecord, turns: int) -> None:
+        """Taking over from a replica that stopped or died: go on from the stored state."""
+        self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
+        self.call = resumed.model_copy(update={"replica": self.replica, "status": CallStatus.ACTIVE})
+        self._seq = turns
+        self._greeted = True
+
+    def _event_table(self) -> dict[str, Callable[[Any], None]]:
+        """Server event type -> handler (one lookup per event)."""
+        return {
             "session.created": self._on_session,
             "session.updated": self._on_session,
             "error": self._on_error,
@@ -376,7 +384,7 @@ class CallSession:
 
     async def _on_open(self) -> None:
         """What goes out first on a new socket: the session, then a greeting or a re-engagement."""
-        await self._send(session_update(self.settings, self._voice_mode, self.chosen))
+        await self._send(self._session_update())
         if self._reengage:
             # Nobody listened for a while (the previous owner died): whatever the caller said
             # meanwhile is unanswered. Ask the model to pick the conversation up at once.
@@ -391,16 +399,21 @@ class CallSession:
                 # Spoken before anything else, and the caller cannot talk it away: the server
                 # must not cut the response on speech until it has played. The greeting follows.
                 self._disclosure = _DISCLOSING
-                await self._send(_interruptible(session_update(self.settings, self._voice_mode, self.chosen), False))
+                await self._send(_interruptible(self._session_update(), False))
                 await self._send(disclosure)
                 log.info("disclosure requested", extra=self.extra)
                 return
             await self._send(greeting_request(self.chosen))
             log.info("greeting requested %.0f ms after the webhook", self.call.greetingDelayMs, extra=self.extra)
 
+    def _session_update(self) -> Event:
+        update = session_update(self.settings, self._voice_mode, self.chosen)
+        without(update["session"], self._dropped)
+        return update
+
     async def _after_disclosure(self) -> None:
         self._disclosure = None
-        await self._send(session_update(self.settings, self._voice_mode, self.chosen))
+        await self._send(self._session_update())
         await self._send(greeting_request(self.chosen))
 
     async def _connect_and_pump(self) -> bool:
@@ -494,8 +507,14 @@ class CallSession:
             if nxt is not None:
                 self._voice_mode = nxt
                 log.warning("voice refused at %s; retrying with %s", param, nxt.value, extra=self.extra)
-                self._spawn(self._send(session_update(self.settings, nxt, self.chosen)), "voice-retry")
+                self._spawn(self._send(self._session_update()), "voice-retry")
                 return
+        if code == "unknown_parameter" and param.startswith("session.") and param[8:] not in self._dropped:
+            # A setting this service does not know (a profile's): leave it out, keep the rest.
+            self._dropped.add(param[8:])
+            log.warning("session.update refused %s; resending without it", param, extra=self.extra)
+            self._spawn(self._send(self._session_update()), "param-retry")
+            return
         if code == "response_cancel_not_active":
             return
         log.warning("server error %s: %s", code, str(err.message)[:200], extra=self.extra)

@@ -287,6 +287,7 @@ class Runner:
         waiter: asyncio.Future[float] = loop.create_future()
         call.output_waiters[call_id] = waiter
         call.function_calls_emitted += 1
+        call.mark("function_call_sent")
         # From here the client's next response.create belongs to this tool round trip, even when it
         # arrives in the same breath as the function_call_output.
         call.awaiting_response = True

@@ -69,6 +69,9 @@ class Faults(_Strict):
     server_error_after_ms: int | None = None
     slow_socket_ms: int = Field(default=0, ge=0, description="delay added before every server event")
     reject_voice: Literal["none", "audio_output", "both"] = "none"
+    # Session parameters this service refuses with unknown_parameter (dotted paths), as a service
+    # version without a feature would.
+    reject_params: list[str] = Field(default_factory=list)
 
 
 class Scenario(_Strict):

@@ -226,7 +226,19 @@ def _voice_problem(config: dict[str, Any], mode: str, prefix: str) -> str | None
 def _config_problem(sim: Simulator, call: SimCall, config: dict[str, Any], prefix: str) -> str | None:
     if sim.config.dialect == "azure" and ((config.get("audio") or {}).get("input") or {}).get("transcription"):
         return f"{prefix}audio.input.transcription"
+    for path in call.scenario.faults.reject_params:
+        if _has_path(config, path):
+            return f"{prefix}{path}"
     return _voice_problem(config, call.scenario.faults.reject_voice, prefix)
+
+
+def _has_path(config: dict[str, Any], path: str) -> bool:
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 async def call_action(request: web.Request) -> web.Response:
@@ -416,6 +428,7 @@ async def _response_create(sim: Simulator, call: SimCall, runner: Runner, ev: di
     call.response_instructions.append(instructions)
     if call.output_waiters and instructions.startswith("Say only this") and call.active_response is None:
         # A filler while a function call is pending: the model says it now.
+        call.mark("filler_requested")
         sim.spawn(runner.play_response(instructions.split(":", 1)[1].strip()))
         return
     if call.awaiting_response:

@@ -83,6 +83,9 @@ async def test_a_slow_tool_gets_a_filler_then_its_answer(conn: str) -> None:
         call_id = await stack.place("check_inventory", called=LINE)
         summary = await stack.wait_ended(call_id, timeout=60)
         said = [text for speaker, text in summary["transcript"] if speaker == "assistant"]
+        marks = summary["marks"]
+        gap_ms = marks["filler_requested"] - marks["function_call_sent"]
+        assert gap_ms <= 300 + 250, f"silence before the filler: {gap_ms} ms (threshold 300 ms)"
         filler = next(i for i, t in enumerate(said) if t == "One moment while I check that.")
         answer = next(i for i, t in enumerate(said) if "twelve pairs" in t)
         assert filler < answer, said
@@ -102,3 +105,20 @@ async def test_a_tool_past_its_timeout_is_answered_with_an_apology(conn: str) ->
         )
         call = await stack.wait_call(call_id)
         assert call["toolCalls"][0]["success"] is False and call["toolCalls"][0]["error"] == "timeout"
+
+
+async def test_a_setting_the_service_refuses_is_left_out_not_the_call(conn: str) -> None:
+    """As with the voice: a profile setting a service version does not know (here noise
+    reduction, refused with unknown_parameter) costs that setting, never the call."""
+    async with line(conn, {"noiseReduction": "far_field"}) as stack:
+        call_id = await stack.place(
+            "check_inventory", called=LINE, faults={"reject_params": ["audio.input.noise_reduction"]}
+        )
+        summary = await stack.wait_ended(call_id, timeout=60)
+        accepted = stack.sim.calls[call_id].accept_body or {}
+        assert "noise_reduction" not in accepted["audio"]["input"] and accepted["audio"]["output"]["voice"] == "marin"
+        # The session learns it from its own session.update (refused once), then resends without it.
+        assert [e["param"] for e in summary["errorsSent"]] == ["session.audio.input.noise_reduction"]
+        assert summary["clientEventTypes"].count("session.update") == 2
+        call = await stack.wait_call(call_id)
+        assert call["status"] == "completed" and call["toolCalls"][0]["success"] is True

@@ -71,6 +71,9 @@ async def test_usage_and_cost_per_call_and_in_the_rollups(conn: str) -> None:
         minutes = sum(c["duration"] for c in calls) / 60_000
         assert stats["costPerCallMinute"] == pytest.approx(stats["totalCost"] / minutes, rel=1e-3)
         assert stats["usageByDay"][-1]["calls"] == 3 and stats["usageByHour"][-1]["calls"] == 3
+        assert [(p["period"], p["calls"]) for p in stats["usageByProfile"]] == [("default", 3)]
+        info = await stack.api("/")
+        assert info["controlPlane"]["callsEndedHere"] == 3 and info["controlPlane"]["tableRequestsPerCall"] > 0
 
 
 async def test_deleting_a_call_leaves_nothing_that_names_it(conn: str) -> None:

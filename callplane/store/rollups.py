@@ -136,6 +136,7 @@ def call_finished(call: CallRecord, *, counted_start: bool = True) -> RollupDelt
     }
     for key in period_keys(call.endTime or call.startTime):
         delta.periods[key] = dict(values)
+    delta.periods[f"p:{call.profile or 'default'}"] = dict(values)  # per agent profile, all time
     return delta
 
 
@@ -172,7 +173,8 @@ def _apply(entity: dict[str, Any], delta: RollupDelta) -> dict[str, Any]:
     _merge_periods(periods, delta.periods)
     days = sorted(k for k in periods if k.startswith("d:"))[-KEEP_DAYS:]
     hours = sorted(k for k in periods if k.startswith("h:"))[-KEEP_HOURS:]
-    out["periods"] = json.dumps({k: periods[k] for k in days + hours}, separators=(",", ":"))
+    profiles = sorted(k for k in periods if k.startswith("p:"))[:500]
+    out["periods"] = json.dumps({k: periods[k] for k in days + hours + profiles}, separators=(",", ":"))
     return out
 
 
@@ -327,6 +329,7 @@ def _period_stats(periods: dict[str, dict[str, int]], n: dict[str, int]) -> dict
         "costPerCallMinute": round(n["totalCostMicroUsd"] / 1_000_000 / minutes, 6) if minutes else 0,
         "usageByDay": [row(k) for k in sorted(k for k in periods if k.startswith("d:"))],
         "usageByHour": [row(k) for k in sorted(k for k in periods if k.startswith("h:"))],
+        "usageByProfile": [row(k) for k in sorted(k for k in periods if k.startswith("p:"))],
     }
 
 
