@@ -125,10 +125,14 @@ async def main(args: argparse.Namespace) -> None:
                     assert (await resp.json())["count"] == 50
                 async with http.get(f"{sut.host_url}/") as resp:
                     store0 = (await resp.json())["store"]
+                async with http.get(f"{sut.host_url}/api/stats") as resp:
+                    cost0 = (await resp.json())["totalCost"]
                 calls, wall = await place_and_wait(sut.sim, "standard", args.calls, args.calls, 600, ramp_s=args.ramp)
                 await asyncio.sleep(3.0)  # final flushes
                 async with http.get(f"{sut.host_url}/") as resp:
                     store1 = (await resp.json())["store"]
+                async with http.get(f"{sut.host_url}/api/stats") as resp:
+                    cost1 = (await resp.json())["totalCost"]
                 before, after = store0["requests"], store1["requests"]
                 print("writer:", {k: store1[k] - store0[k] for k in store1 if isinstance(store1[k], int)})
             scenario = load_scenario("standard")
@@ -141,7 +145,31 @@ async def main(args: argparse.Namespace) -> None:
                 ("GET /api/calls?limit=50 p50 (ms)", percentile(page, 50) or 0, "", None),
                 ("GET /api/calls?limit=50 p95 (ms)", percentile(page, 95) or 0, "<= 100", None),
                 ("table requests per call-minute", (after - before) / call_minutes, "<= 10", None),
+                (
+                    "webhook deliveries (Function executions) per call",
+                    sum(len(c.webhook_statuses) for c in calls) / len(calls),
+                    "",
+                    None,
+                ),
+                (
+                    "model tokens per call-minute (simulator's usage)",
+                    sum(c.usage_sent.get("totalTokens", 0) for c in calls) / call_minutes,
+                    "",
+                    None,
+                ),
+                ("model cost per call-minute, USD (default prices)", (cost1 - cost0) / call_minutes, "", None),
             ]
+            per_min = {
+                "requests": (after - before) / call_minutes,
+                "cost": (cost1 - cost0) / call_minutes,
+                "tokens": sum(c.usage_sent.get("totalTokens", 0) for c in calls) / call_minutes,
+            }
+            print(
+                "projection, 1,000 calls of 3 minutes: "
+                f"{per_min['tokens'] * 3000:,.0f} model tokens (${per_min['cost'] * 3000:,.2f} at the default prices), "
+                f"{per_min['requests'] * 3000:,.0f} table requests, "
+                f"{1000 * sum(len(c.webhook_statuses) for c in calls) / len(calls):,.0f} Function executions"
+            )
             print(
                 f"seeded {args.seed} calls in {seed_s:.1f}s; then {args.calls} '{scenario.name}' calls "
                 f"({call_minutes:.1f} call-minutes at real pacing, run x{args.time_scale}) in {wall:.1f}s, "

@@ -51,6 +51,22 @@ class Stack:
             assert resp.status == status, (resp.status, await resp.text())
             return await resp.json()
 
+    async def webhook_has_profile(self, name: str, version: int, number: str | None = None) -> None:
+        """Wait until the webhook app's profile cache (it follows the store about once a second)
+        has `name` at `version` (and the route for `number`)."""
+        from function_app import runtime
+
+        deadline = time.monotonic() + 10
+        while True:
+            deps = runtime._holder.deps
+            cache = deps.profiles if deps is not None else None
+            stored = cache.profiles.get(name) if cache is not None else None
+            if stored is not None and stored.version == version and (number is None or number in cache.routes):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the webhook app never saw profile {name} v{version}")
+            await asyncio.sleep(0.05)
+
     async def wait_call(self, call_id: str, *, final: bool = True, timeout: float = 20) -> dict[str, Any]:
         """Poll the admin API until the call is stored (and final, if asked)."""
         deadline = time.monotonic() + timeout

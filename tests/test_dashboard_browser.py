@@ -256,7 +256,9 @@ async def test_profiles_page_edits_with_validation_and_history(conn: str, browse
         await expect(row.locator("td").nth(1)).to_have_text("2")
         await expect(row.locator("td").nth(2)).to_have_text("sage")
         await shot(page, "dashboard-profiles")
-        # A call to the routed number shows its profile and version in the dialog.
+        # A call to the routed number shows its profile and version in the dialog, once the
+        # webhook app has the new version (it follows the store within seconds).
+        await stack.webhook_has_profile("sales", 2, "+18005550100")
         call_id = await stack.place("greeting_only", called="+18005550100")
         await stack.wait_call(call_id)
         await page.locator(f'#recent tr[data-call="{call_id}"] button[data-transcript]').click()

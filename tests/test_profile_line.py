@@ -26,7 +26,7 @@ async def line(conn: str, profile: dict[str, Any], time_scale: float = 20, **kw:
             assert resp.status == 201, await resp.text()
         async with stack.http.put(f"{stack.host_url}/api/routes/%2B18005550777", json={"profile": "line"}) as resp:
             assert resp.status == 201
-        await asyncio.sleep(1.5)  # the webhook app's profile cache follows within a second
+        await stack.webhook_has_profile("line", 1, LINE)
         yield stack
 
 

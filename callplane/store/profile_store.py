@@ -208,6 +208,8 @@ class ProfileCache:
                 await self.refresh()
             except AzureError as exc:
                 log.warning("profiles not refreshed: %s", type(exc).__name__)
+            except Exception:  # never let the refresh loop die: every call would get a stale agent
+                log.exception("profiles not refreshed")
             await asyncio.sleep(self.interval_s)
 
     def default(self) -> StoredProfile:
