@@ -19,7 +19,7 @@ fi
 stamp=".venv/.requirements.sha"
 want="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "bootstrap: installing Python requirements"
+  echo "bootstrap: installing Python requirements (the first time: a minute or two)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"

@@ -104,6 +104,20 @@ def make_env(
 
 
 @asynccontextmanager
+async def second_replica(stack: Stack) -> AsyncIterator[tuple[web.Application, str]]:
+    """Another session host replica on the same store and settings: (its app, its URL)."""
+    other = create_session_host(stack.settings)
+    port = free_port()
+    runner = JsonErrorRunner(other, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield other, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def run_stack(
     conn: str,
     *,

@@ -21,7 +21,7 @@ from session_host import keys
 from session_host.insights import summarize
 from simulator.calls import SimCall
 from simulator.scenario import load_scenario
-from tests.stack import Stack, run_stack
+from tests.stack import Stack, run_stack, second_replica
 
 HOSTILE_IDS = ["rtc/a", "rtc#a", "rtc?a", "rtc\x01a", ".", "..", "r" * 201, "rtc a", "rtc\\a"]
 
@@ -222,8 +222,6 @@ async def test_idle_connections_are_closed_and_capped() -> None:
 
 
 async def test_admin_sessions_are_random_expiring_revocable_and_rate_limited(conn: str) -> None:
-    from session_host.app import create_app
-
     token = "t" * 40
     async with run_stack(conn, ADMIN_TOKEN=token) as stack:
         url = f"{stack.host_url}/api/session"
@@ -238,22 +236,11 @@ async def test_admin_sessions_are_random_expiring_revocable_and_rate_limited(con
         assert cookies[0] != cookies[1], "a new random session per sign-in"
         await stack.api("/api/calls", headers={"Cookie": cookies[0]})
         # A second replica on the same store honours the session, and a sign-out on it ends it here too.
-        other = create_app(stack.settings)
-        from aiohttp import web
-
-        from simulator.azurite import free_port
-
-        port = free_port()
-        runner = web.AppRunner(other)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with stack.http.get(f"http://127.0.0.1:{port}/api/calls", headers={"Cookie": cookies[0]}) as resp:
+        async with second_replica(stack) as (_, other_url):
+            async with stack.http.get(f"{other_url}/api/calls", headers={"Cookie": cookies[0]}) as resp:
                 assert resp.status == 200
-            async with stack.http.delete(f"http://127.0.0.1:{port}/api/session", headers={"Cookie": cookies[0]}) as r:
+            async with stack.http.delete(f"{other_url}/api/session", headers={"Cookie": cookies[0]}) as r:
                 assert r.status == 200
-        finally:
-            await runner.cleanup()
         await stack.api("/api/calls", status=401, headers={"Cookie": cookies[0]})
         await stack.api("/api/calls", headers={"Cookie": cookies[1]})
         # Expired on the server: the cookie alone is worth nothing.

@@ -8,12 +8,8 @@ import asyncio
 import time
 from typing import Any
 
-from aiohttp import web
-
 from session_host import keys
-from session_host.app import create_app
-from simulator.azurite import free_port
-from tests.stack import Stack, run_stack
+from tests.stack import Stack, run_stack, second_replica
 
 SALES = {
     "instructions": "You are Sam from the sales line. The caller {caller_number} dialled {called_number}.",
@@ -82,12 +78,7 @@ async def test_an_edit_reaches_another_replica_and_never_changes_a_live_call(con
     async with run_stack(conn, time_scale=2) as stack:
         await put(stack, "/api/profiles/sales", SALES)
         await put(stack, "/api/routes/%2B18005550100", {"profile": "sales"})
-        other = create_app(stack.settings)
-        port = free_port()
-        runner = web.AppRunner(other)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
+        async with second_replica(stack) as (other, _):
             await stack.webhook_has_profile("sales", 1, "+18005550100")
             live = await stack.place("standard", called="+18005550100")
             await stack.wait_call(live, final=False)
@@ -107,8 +98,6 @@ async def test_an_edit_reaches_another_replica_and_never_changes_a_live_call(con
             sim_call = stack.sim.calls[live]
             assert sim_call.session["audio"]["output"]["voice"] == "cedar"
             assert (await stack.api("/api/profiles/sales?version=1"))["voice"] == "cedar"
-        finally:
-            await runner.cleanup()
 
 
 async def test_invalid_profiles_and_routes_name_the_field(conn: str) -> None:
