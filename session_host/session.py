@@ -197,11 +197,7 @@ class CallSession:
         self._price = settings.price
         # The agent profile chosen (and accepted) by the Function App; None: the built-in agent.
         self.chosen = chosen_of(req)
-        self._transfer_to = (
-            self.chosen.profile.transfer_target(None, settings.sip_target_uri)
-            if self.chosen
-            else settings.sip_target_uri
-        )
+        self._transfer_to = _default_transfer(self.chosen, settings)
         self._outcome_changed = asyncio.Event()
         self._disclosure: str | None = None  # _DISCLOSING, then the disclosure's response id
         self._dropped: set[str] = set()  # session parameters this service refused

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,7 +235,3 @@ def route_key(number: str) -> str | None:
     normal = e164(number)
     digits = normal.removeprefix("+")
     return normal if normal.startswith("+") and digits.isdigit() and 6 <= len(digits) <= 15 else None
-
-
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, separators=(",", ":"))
