@@ -76,7 +76,10 @@ def _interruptible(update: Event, on: bool) -> Event:
     return update
 
 
-CLAIM_WINDOW_S = 10.0  # after a takeover: long enough for the previous owner to notice it lost the call
+CLAIM_WINDOW_S = 10.0
+# Behind an ingress the Function App's word on the accept reaches the owner only sometimes (with
+# two replicas, half the time); otherwise the owner finds it in the store within this long.
+OUTCOME_POLL_S = 0.2  # after a takeover: long enough for the previous owner to notice it lost the call
 Event = dict[str, Any]
 
 
@@ -283,7 +286,9 @@ class CallSession:
         deadline = loop.time() + self.opts.accept_wait_s
         while loop.time() < deadline:
             try:
-                await asyncio.wait_for(self._outcome_changed.wait(), min(0.5, max(0.0, deadline - loop.time())))
+                await asyncio.wait_for(
+                    self._outcome_changed.wait(), min(OUTCOME_POLL_S, max(0.0, deadline - loop.time()))
+                )
             except TimeoutError:
                 if self.keeper is not None:  # the word may have reached another replica
                     with contextlib.suppress(AzureError):
