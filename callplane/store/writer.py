@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,8 +39,9 @@ from callplane.store.calls import (
     turn_operation,
 )
 from callplane.store.models import CallRecord, TranscriptTurn
+from callplane.store.refusals import SetAside, key_problem, refused_as_invalid
 from callplane.store.rollups import RollupCache, RollupDelta, apply_delta
-from callplane.store.tables import Tables, table_missing
+from callplane.store.tables import Tables
 
 log = logging.getLogger(__name__)
 _BATCH = 100  # table transactions hold at most 100 operations
@@ -67,35 +67,6 @@ class WriterStats:
     entities: int = 0  # entities written by batches and upserts
     set_aside: int = 0  # entities the store refused as invalid (never retried)
     store_resets: int = 0  # times the store was found to have lost tables
-
-
-@dataclass(slots=True, frozen=True)
-class SetAside:
-    partition_key: str
-    row_key: str
-    reason: str
-
-
-_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-
-
-def key_problem(entity: dict[str, Any]) -> str | None:
-    """Why Table Storage would refuse these keys, or None. Checked before sending: the service
-    answers 400 for them, and some emulators a 500 that looks transient."""
-    for name in ("PartitionKey", "RowKey"):
-        key = entity.get(name)
-        if not isinstance(key, str):
-            return f"{name} is not a string"
-        if len(key.encode()) > 1024:
-            return f"{name} is longer than 1 KiB"
-        if _KEY_FORBIDDEN.search(key):
-            return f"{name} holds a character keys may not hold"
-    return None
-
-
-def refused_as_invalid(exc: HttpResponseError) -> bool:
-    """The store refused the request for what it holds (400), not for how it was doing."""
-    return exc.status_code == 400 and not table_missing(exc)
 
 
 def snapshot(call: CallRecord) -> CallRecord:
