@@ -105,7 +105,7 @@ async def test_malformed_server_events_are_logged_and_skipped(conn: str, caplog:
     import logging
 
     from callplane.handoff import HandoffRequest
-    from session_host import keys
+    from session_host import keys, session_events
     from session_host.session import CallSession
 
     async with run_stack(conn) as stack:
@@ -127,7 +127,7 @@ async def test_malformed_server_events_are_logged_and_skipped(conn: str, caplog:
                 '{"type":"response.output_audio_transcript.delta","delta":7}',
                 '{"type":"brand.new.event","event_id":"e"}',
             ):
-                session._dispatch(raw)  # must not raise
+                session_events.dispatch(session, raw)  # must not raise
         text = caplog.text  # type: ignore[attr-defined]
         assert text.count("malformed server event ignored") == 3
         assert "invalid response.done event ignored" in text

@@ -1,0 +1,253 @@
+"""The server events of one call and what each does to the session's state: responses, turns,
+barge-ins, latency, usage. Called through the session's event table; nothing here waits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Literal
+
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    RealtimeErrorEvent,
+    RealtimeResponseUsage,
+    ResponseAudioTranscriptDeltaEvent,
+    ResponseAudioTranscriptDoneEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseTextDeltaEvent,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+from openai.types.realtime.realtime_server_event import (
+    OutputAudioBufferCleared,
+    OutputAudioBufferStarted,
+    OutputAudioBufferStopped,
+)
+from pydantic import ValidationError
+
+from callplane.clock import now_ms
+from callplane.pricing import usage_cost
+from callplane.realtime_events import parse_server_event, peek_type
+from callplane.store.models import TranscriptTurn
+from session_host import insights, session_record, session_tools
+from session_host.call_state import (
+    DISCLOSING,
+    PendingResponse,
+    take_output,
+)
+
+if TYPE_CHECKING:
+    from session_host.session import CallSession
+
+log = logging.getLogger("session_host.session")
+
+
+def dispatch(s: CallSession, raw: str) -> None:
+    """Parse once into the `openai` event class for its type, then one table lookup."""
+    s.opts.counters.server_events += 1
+    if s.settings.debug_logging:
+        log.debug("event %s", raw[:2000], extra={"call_id": s.req.callId})
+    etype = peek_type(raw)
+    if etype is None:
+        try:
+            etype = str(json.loads(raw)["type"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed server event ignored", extra=s.extra)
+            return
+    handler = s._handlers.get(etype)
+    if handler is None:
+        log.debug("unhandled event type %s", etype, extra={"call_id": s.req.callId})
+        return
+    try:
+        event = parse_server_event(raw, etype)
+    except (KeyError, ValidationError) as exc:
+        log.warning("invalid %s event ignored: %s", etype, type(exc).__name__, extra=s.extra)
+        return
+    handler(event)
+
+
+def on_session(s: CallSession, event: SessionCreatedEvent | SessionUpdatedEvent) -> None:
+    # `expires_at` is sent but not declared in the SDK's session type (it lands in extras).
+    expires = getattr(event.session, "expires_at", None) or (event.session.model_extra or {}).get("expires_at")
+    if isinstance(expires, int | float) and expires > 0:
+        s._expires_at = float(expires)
+
+
+def on_error(s: CallSession, event: RealtimeErrorEvent) -> None:
+    err = event.error
+    code, param = err.code, err.param or ""
+    if code == "unknown_parameter" and "voice" in param:
+        nxt = s._voice_mode.next()
+        if nxt is not None:
+            s._voice_mode = nxt
+            log.warning("voice refused at %s; retrying with %s", param, nxt.value, extra=s.extra)
+            s._spawn(s._send(s._session_update()), "voice-retry")
+            return
+    if code == "unknown_parameter" and param.startswith("session.") and param[8:] not in s._dropped:
+        # A setting this service does not know (a profile's): leave it out, keep the rest.
+        s._dropped.add(param[8:])
+        log.warning("session.update refused %s; resending without it", param, extra=s.extra)
+        s._spawn(s._send(s._session_update()), "param-retry")
+        return
+    if code == "response_cancel_not_active":
+        return
+    log.warning("server error %s: %s", code, str(err.message)[:200], extra=s.extra)
+
+
+def on_response_created(s: CallSession, event: ResponseCreatedEvent) -> None:
+    rid = event.response.id or ""
+    if s._disclosure == DISCLOSING:
+        s._disclosure = rid  # this response is the disclosure
+    resp = PendingResponse(rid)
+    s._responses[rid] = resp
+    s._current = resp
+    s.call.responseCount += 1
+
+
+def response_of(s: CallSession, rid: str) -> PendingResponse:
+    resp = s._responses.get(rid)
+    if resp is None:
+        resp = s._responses[rid] = PendingResponse(rid)  # begun before this socket attached
+    return resp
+
+
+def first_output(s: CallSession, resp: PendingResponse) -> None:
+    if resp.first_output:
+        return
+    resp.first_output = True
+    if s._speech_stopped_at is not None:
+        latency = round((time.monotonic() - s._speech_stopped_at) * 1000, 1)
+        s._speech_stopped_at = None
+        s.call.latencies.append(latency)
+        s.telemetry.turn_latency.record(latency)
+        log.info("turn latency %.0f ms", latency, extra={"cat": "INFO", "call_id": s.req.callId})
+
+
+def on_transcript_delta(s: CallSession, event: ResponseAudioTranscriptDeltaEvent | ResponseTextDeltaEvent) -> None:
+    resp = response_of(s, event.response_id)
+    first_output(s, resp)
+    resp.text += event.delta
+    s._last_activity = time.monotonic()
+
+
+def on_audio_started(s: CallSession, event: OutputAudioBufferStarted) -> None:
+    s._audio_playing = True
+    first_output(s, response_of(s, event.response_id))
+
+
+def on_audio_stopped(s: CallSession, event: OutputAudioBufferStopped | OutputAudioBufferCleared) -> None:
+    s._audio_playing = False
+
+
+def on_transcript_done(s: CallSession, event: ResponseAudioTranscriptDoneEvent) -> None:
+    resp = response_of(s, event.response_id)
+    text = event.transcript or resp.text
+    resp.text = text
+    if not resp.interrupted:
+        write_assistant_turn(s, resp)
+
+
+def write_assistant_turn(s: CallSession, resp: PendingResponse) -> None:
+    if resp.turn_written or not resp.text.strip():
+        return
+    resp.turn_written = True
+    add_turn(s, "assistant", resp.text, interrupted=resp.interrupted, turn_id=resp.id or None)
+    log.info("ASSISTANT: %s", resp.text[:300], extra={"cat": "TRANSCRIPT", "call_id": s.req.callId})
+
+
+def add_turn(
+    s: CallSession,
+    speaker: Literal["user", "assistant"],
+    text: str,
+    interrupted: bool = False,
+    turn_id: str | None = None,
+) -> None:
+    if s.keeper is not None and s.keeper.lost.is_set():
+        return  # the call's new owner records from here on
+    s._seq += 1
+    sentiment = insights.text_sentiment(text) if speaker == "user" else "neutral"
+    turn = TranscriptTurn(
+        seq=s._seq,
+        timestamp=now_ms(),
+        speaker=speaker,
+        text=text,
+        sentiment=sentiment,
+        interrupted=interrupted,
+        turnId=turn_id,
+    )
+    s.call.messageCount = s._seq
+    if s.settings.summary_model:
+        s._lines.append((speaker, text))
+    s.writer.put_turn(s.req.callId, turn)
+    session_record.publish(s)
+
+
+def on_speech_started(s: CallSession, event: InputAudioBufferSpeechStartedEvent) -> None:
+    s.call.userSpeechEvents += 1
+    s._last_activity = time.monotonic()
+    s._reprompts = 0
+    cur = s._current
+    if s._disclosure is not None and (cur is None or cur.id == s._disclosure):
+        return  # over the disclosure: it goes on (interrupt_response is off); not a barge-in
+    if cur is not None and not cur.done or s._audio_playing:
+        # The caller talks over the assistant: the server cancels the response; what we
+        # received so far is the best estimate of what the caller heard.
+        s.call.bargeInEvents += 1
+        if cur is not None and not cur.done:
+            cur.interrupted = True
+        log.info("barge-in", extra={"cat": "CALL", "call_id": s.req.callId})
+        session_record.publish(s)
+
+
+def on_speech_stopped(s: CallSession, event: InputAudioBufferSpeechStoppedEvent) -> None:
+    s._speech_stopped_at = time.monotonic()
+    s._last_activity = s._speech_stopped_at
+
+
+def on_user_transcript(s: CallSession, event: ConversationItemInputAudioTranscriptionCompletedEvent) -> None:
+    text = event.transcript.strip()
+    if text:
+        s._user_texts.append(text)
+        add_turn(s, "user", text, turn_id=event.item_id)
+        log.info("USER: %s", text[:300], extra={"cat": "TRANSCRIPT", "call_id": s.req.callId})
+
+
+def on_function_args_done(s: CallSession, event: ResponseFunctionCallArgumentsDoneEvent) -> None:
+    resp = response_of(s, event.response_id)
+    resp.calls.append((event.call_id, event.name, event.arguments or ""))
+
+
+def count_usage(s: CallSession, usage: RealtimeResponseUsage) -> None:
+    s.call.usage.add(usage)
+    cost = usage_cost(s._price, usage)
+    s.call.cost = round(s.call.cost + cost, 8)
+    s.telemetry.tokens.add(usage.total_tokens or 0)
+    s.telemetry.cost.add(cost)
+
+
+def on_response_done(s: CallSession, event: ResponseDoneEvent) -> None:
+    response = event.response
+    if response.usage is not None:
+        count_usage(s, response.usage)
+    resp = response_of(s, response.id or "")
+    resp.done = True
+    if response.status == "cancelled":
+        resp.interrupted = True
+    take_output(resp, response.output or [])
+    write_assistant_turn(s, resp)
+    if s._disclosure is not None and resp.id == s._disclosure:
+        s._spawn(s._after_disclosure(), "greeting")
+    if s._current is resp:
+        s._current = None
+    s._responses.pop(resp.id, None)
+    if resp.calls:
+        s._spawn(session_tools.run_tools(s, resp), "tools")
+    elif s._after_response is not None:
+        s._spawn(session_tools.do_after_response(s), "after-response")
+    session_record.publish(s)
