@@ -17,8 +17,8 @@ from aiohttp import web
 
 from simulator.azurite import free_port
 from simulator.readiness import wait_healthy
-from simulator.server import SIM, SimConfig, Simulator, create_app
-from tests.stack import make_env
+from simulator.server import SIM, Simulator, create_app
+from tests.stack import make_env, sim_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,16 +55,7 @@ async def deployed(
         )
         for m in ("function_app", "session_host")
     ]
-    app = create_app(
-        SimConfig(
-            webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook",
-            webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
-            api_key=env["OPENAI_API_KEY"],
-            dialect=dialect,
-            time_scale=time_scale,
-            webhook_retries=1,
-        )
-    )
+    app = create_app(sim_config(env, time_scale=time_scale, webhook_retries=1))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", sim_port).start()

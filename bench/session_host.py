@@ -39,8 +39,8 @@ from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
 from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario
-from simulator.server import SIM, SimConfig, Simulator, create_app
-from tests.stack import make_env
+from simulator.server import SIM, Simulator, create_app
+from tests.stack import make_env, sim_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,15 +90,8 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
         "SHUTDOWN_GRACE_SECONDS": "1",
         "MAX_CALLS_PER_REPLICA": str(n + 10),
     }
-    sim_app = create_app(
-        SimConfig(
-            webhook_url="http://127.0.0.1:9/none",
-            webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
-            api_key=env["OPENAI_API_KEY"],
-            dialect="azure",
-            time_scale=args.time_scale,
-        )
-    )
+    # The benchmark hands calls to the session hosts itself: no Function App, so webhooks go nowhere.
+    sim_app = create_app(sim_config(env, time_scale=args.time_scale, webhook_url="http://127.0.0.1:9/none"))
     runner = web.AppRunner(sim_app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", sim_port).start()

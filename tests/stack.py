@@ -103,6 +103,19 @@ def make_env(
     return env
 
 
+def sim_config(env: dict[str, str], *, time_scale: float, webhook_url: str | None = None, **extra: Any) -> SimConfig:
+    """The simulator's settings for a stack built by make_env: the same secrets and dialect, and its
+    webhooks sent to that stack's Function App unless webhook_url names another place."""
+    return SimConfig(
+        webhook_url=webhook_url or f"http://127.0.0.1:{env['FUNCTIONS_PORT']}/openai/webhook",
+        webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
+        api_key=env["OPENAI_API_KEY"],
+        dialect=env["REALTIME_DIALECT"],
+        time_scale=time_scale,
+        **extra,
+    )
+
+
 @asynccontextmanager
 async def second_replica(stack: Stack) -> AsyncIterator[tuple[web.Application, str]]:
     """Another session host replica on the same store and settings: (its app, its URL)."""
@@ -133,15 +146,7 @@ async def run_stack(
     fn_settings = build_settings(Role.FUNCTION_APP, env)
     host_settings = build_settings(Role.SESSION_HOST, env)
     sim_app = create_simulator(
-        SimConfig(
-            webhook_url=f"http://127.0.0.1:{fn_port}/openai/webhook",
-            webhook_secret=env["OPENAI_WEBHOOK_SECRET"],
-            api_key=env["OPENAI_API_KEY"],
-            dialect=dialect,
-            time_scale=time_scale,
-            webhook_retries=1,
-            pre_accept_status=pre_accept_status,
-        )
+        sim_config(env, time_scale=time_scale, webhook_retries=1, pre_accept_status=pre_accept_status)
     )
     host_app = create_session_host(
         host_settings,
