@@ -24,7 +24,7 @@ from callplane import prompts
 from callplane.call_control import CallControl, socket_url
 from callplane.clock import now_ms
 from callplane.handoff import AcceptOutcome, HandoffRequest
-from callplane.profiles import chosen_of
+from callplane.profiles import ChosenProfile, chosen_of
 from callplane.session_config import VoiceMode, disclosure_request, greeting_request, session_update, without
 from callplane.settings import Settings
 from callplane.store import leases
@@ -34,22 +34,35 @@ from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
 from callplane.tools import Action
 from session_host import session_events, session_guards, session_record, session_tools
-from session_host.call_state import (
-    CLAIM_WINDOW_S,
-    DISCLOSING,
-    OUTCOME_POLL_S,
-    CallGone,
-    Event,
-    NotYetAccepted,
-    PendingResponse,
-    SessionOptions,
-    default_transfer,
-    interruptible,
-)
+from session_host.call_state import DISCLOSING, Event, PendingResponse, SessionOptions
 from session_host.ownership import LeaseKeeper
 
 __all__ = ["CallGone", "CallSession", "NotYetAccepted", "SessionOptions"]
 log = logging.getLogger("session_host.session")
+
+CLAIM_WINDOW_S = 10.0  # after a takeover: long enough for the previous owner to notice it lost the call
+# Behind an ingress the Function App's word on the accept reaches the owner only sometimes (with
+# two replicas, half the time); otherwise the owner finds it in the store within this long.
+OUTCOME_POLL_S = 0.2
+
+
+class CallGone(Exception):
+    """The control socket was refused with 404: the call no longer exists."""
+
+
+class NotYetAccepted(Exception):
+    """The upgrade was refused because the accept has not landed yet (the hand-off comes first)."""
+
+
+def interruptible(update: Event, on: bool) -> Event:
+    """`update` with the caller's speech allowed (or not) to cut the assistant's response."""
+    turn = update["session"]["audio"]["input"]["turn_detection"]
+    turn["interrupt_response"] = on
+    return update
+
+
+def default_transfer(chosen: ChosenProfile | None, settings: Settings) -> str:
+    return chosen.profile.transfer_target(None, settings.sip_target_uri) if chosen else settings.sip_target_uri
 
 
 class CallSession:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionCompletedEvent,
     InputAudioBufferSpeechStartedEvent,
     InputAudioBufferSpeechStoppedEvent,
+    RealtimeConversationItemAssistantMessage,
+    RealtimeConversationItemFunctionCall,
     RealtimeErrorEvent,
     RealtimeResponseUsage,
     ResponseAudioTranscriptDeltaEvent,
@@ -36,16 +38,24 @@ from callplane.pricing import usage_cost
 from callplane.realtime_events import parse_server_event, peek_type
 from callplane.store.models import TranscriptTurn
 from session_host import insights, session_record, session_tools
-from session_host.call_state import (
-    DISCLOSING,
-    PendingResponse,
-    take_output,
-)
+from session_host.call_state import DISCLOSING, PendingResponse
 
 if TYPE_CHECKING:
     from session_host.session import CallSession
 
 log = logging.getLogger("session_host.session")
+
+
+def take_output(resp: PendingResponse, output: list[Any]) -> None:
+    """Function calls and text from a response's final output that the deltas did not carry
+    (a socket attached mid-response sees only the end)."""
+    for item in output:
+        if isinstance(item, RealtimeConversationItemFunctionCall):
+            if item.call_id and not any(c[0] == item.call_id for c in resp.calls):
+                resp.calls.append((item.call_id, item.name, item.arguments or ""))
+        elif isinstance(item, RealtimeConversationItemAssistantMessage) and not resp.text:
+            for part in item.content:
+                resp.text += part.transcript or part.text or ""
 
 
 def dispatch(s: CallSession, raw: str) -> None:
