@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench.bare_client import play_script
 from callplane.signing import new_secret
 from simulator.azurite import free_port
 
@@ -54,21 +55,7 @@ async def drive(
             opened.set()
         await hold.wait()  # every socket open at once before the conversation starts
         await ws.send_str('{"type":"response.create"}')
-        async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                break
-            counts["events"] += 1
-            if '"response.function_call_arguments.done"' in msg.data:
-                ev = json.loads(msg.data)
-                await ws.send_str(
-                    json.dumps(
-                        {
-                            "type": "conversation.item.create",
-                            "item": {"type": "function_call_output", "call_id": ev["call_id"], "output": "{}"},
-                        }
-                    )
-                )
-                await ws.send_str('{"type":"response.create"}')
+        await play_script(ws, counts)
     counts["open"] -= 1
 
 
