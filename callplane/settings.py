@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     summary_model: str = Field(default="", alias="SUMMARY_MODEL")
     shutdown_grace_seconds: float = Field(default=25.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     lease_ttl_seconds: float = Field(default=6.0, alias="LEASE_TTL_SECONDS", ge=0.5, le=120)
+    # A peer follows every live call on a second control socket, ready to take it over at once.
+    standby: bool = Field(default=True, alias="STANDBY")
     table_prefix: str = Field(default="", alias="TABLE_PREFIX", pattern=r"^[A-Za-z]?[A-Za-z0-9]{0,20}$")
 
     @field_validator("log_format", mode="before")

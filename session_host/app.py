@@ -4,6 +4,7 @@ cleanup_ctx generator, created and closed side by side."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -33,7 +34,7 @@ from session_host import api, auth, dashboard, keys, profiles_api
 from session_host.handoff_routes import accept_outcome, session_for, take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
-from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
+from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Standbys, Sweeper
 from session_host.registry import CallRegistry
 from session_host.session import SessionOptions
 from session_host.sign_in import SignInLimiter
@@ -42,16 +43,28 @@ log = logging.getLogger("session_host")
 
 
 async def _sweep_forever(app: web.Application) -> None:
-    """Resume calls whose owner stopped (hand-over) or died (heartbeat expired)."""
-    registry, timing = app[keys.REGISTRY], app[keys.OPTIONS].lease
+    """Resume calls whose owner stopped (hand-over) or died (heartbeat expired); keep a standby
+    beside every local call and follow the peers' calls that name this replica."""
+    registry, timing, settings = app[keys.REGISTRY], app[keys.OPTIONS].lease, app[keys.SETTINGS]
+    wake = app[keys.SWEEP_NOW]
+    standbys = Standbys(
+        timing,
+        local=lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},
+        follow=lambda standing: _follow(app, standing),
+        overdue=lambda owner: any(f.followed_owner == owner and f.overdue() for f in registry.followers.values()),
+        enabled=settings.standby,
+    )
     sweeper = Sweeper(
         app[keys.TABLES],
         app[keys.REPLICA],
         lambda: registry.capacity - len(registry),
         lambda lease: _resume(app, lease),
+        standbys,
     )
     while True:
-        await asyncio.sleep(timing.sweep_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timing.sweep_s)
+        wake.clear()
         if not registry.accepting:
             continue
         try:
@@ -66,8 +79,27 @@ async def _sweep_forever(app: web.Application) -> None:
                 )
 
 
+async def _follow(app: web.Application, standing: list[Lease]) -> None:
+    """Follow every call that names this replica as its standby; stop following the rest."""
+    registry, me, wake = app[keys.REGISTRY], app[keys.REPLICA], app[keys.SWEEP_NOW]
+    wanted = {lease.call_id for lease in standing if lease.owner != me}
+    await registry.stop_following(set(registry.followers) - wanted)
+    for lease in standing:
+        follower = registry.followers.get(lease.call_id)
+        if follower is not None:
+            follower.followed_owner = lease.owner
+            continue
+        if lease.call_id not in wanted or lease.call_id in registry.sessions:
+            continue
+        follower = session_for(app, lease.request, None, following=True, on_overdue=wake.set)
+        follower.followed_owner = lease.owner
+        registry.start(follower)
+
+
 async def _resume(app: web.Application, lease: Lease) -> None:
     reader, writer = app[keys.READER], app[keys.WRITER]
+    registry = app[keys.REGISTRY]
+    follower = registry.promote(lease.call_id)
     # The active row is the newest state, with the turns the last owner had not yet written to
     # the call's partition; carry those on, or the next active-row write would drop them.
     live = await reader.live_state(lease.call_id)
@@ -79,16 +111,22 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     for turn in live[1] if live is not None else []:
         writer.put_turn(lease.call_id, turn)
         record.messageCount = max(record.messageCount, turn.seq)
+    keeper = LeaseKeeper(app[keys.TABLES], lease, lease.request)
+    if follower is not None:
+        # Its socket has heard everything: nothing to re-engage, and it answers at once what the
+        # previous owner left unanswered.
+        follower.promote(keeper, record, record.messageCount)
+        return
     session = session_for(
         app,
         lease.request,
-        LeaseKeeper(app[keys.TABLES], lease, lease.request),
+        keeper,
         resumed=record,
         resumed_turns=record.messageCount,
         # Taken from a dead replica (not offered by a live one): nobody listened for a while.
         reengage=not lease.offered,
     )
-    app[keys.REGISTRY].start(session)
+    registry.start(session)
 
 
 async def _purge_forever(app: web.Application, every_s: float = 3600.0) -> None:
@@ -184,6 +222,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},
     )
     app[keys.HEARTBEAT] = heartbeat
+    app[keys.OPTIONS].fenced = heartbeat.fenced
     registry.before_handover = heartbeat.announce_draining
     registry.peers_alive = lambda: _peers_alive(app)
     app[keys.WRITER].on_store_reset = lambda lost_before: _put_live_calls_again(app, lost_before)
@@ -227,6 +266,7 @@ def create_app(
     base = os.environ.get("CONTAINER_APP_REPLICA_NAME") or socket.gethostname()
     app[keys.REPLICA] = replica or f"{base}-{uuid.uuid4().hex[:6]}"
     app[keys.STARTED] = now_ms()
+    app[keys.SWEEP_NOW] = asyncio.Event()
     registry = app[keys.REGISTRY] = CallRegistry(settings.max_calls_per_replica)
     app[keys.TELEMETRY] = telemetry or Telemetry()
     app[keys.TELEMETRY].observe_active_calls(lambda: len(registry))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,3 +36,5 @@ class SessionOptions:
     lease: LeaseTiming = field(default_factory=LeaseTiming)
     accept_wait_s: float = 8.0  # how long a reserved call waits for the Function App's word on the accept
     accept_retry_wait_s: float = 60.0  # after a retryable accept failure: the service's retry may come
+    # This replica's heartbeat is old enough that a standby may take its calls (set by the app).
+    fenced: Callable[[], bool] = lambda: False

@@ -52,7 +52,7 @@ async def _signed(request: web.Request, model: type[M], limit: int, what: str) -
         )
 
 
-def session_for(app: web.Application, req: HandoffRequest, keeper: LeaseKeeper, **more: Any) -> CallSession:
+def session_for(app: web.Application, req: HandoffRequest, keeper: LeaseKeeper | None, **more: Any) -> CallSession:
     """A session for `req` wired to this replica's long-lived resources."""
     return CallSession(
         req,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -39,3 +41,6 @@ SIGN_IN = web.AppKey("sign_in_limiter", SignInLimiter)
 RESTARTS = web.AppKey("task_restarts", dict[str, int])  # background task name -> restarts after a crash
 PURGED = web.AppKey("purged_once", bool)
 PROFILES = web.AppKey("profiles", ProfileCache)
+
+# Set by a follower whose function call waits unanswered: sweep now, not at the next tick.
+SWEEP_NOW = web.AppKey("sweep_now", asyncio.Event)

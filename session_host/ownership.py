@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +21,9 @@ from callplane.store.tables import Tables
 
 log = logging.getLogger("session_host.ownership")
 FORGET_AFTER_MS = 15 * 60 * 1000  # a dead replica's heartbeat is dropped this long after it owned nothing
+# While a standby follows one of its calls, a replica beats at least this often, so the standby can
+# tell a dead owner from a live one within a second (three missed beats) instead of a whole TTL.
+QUICK_BEAT_S = 0.25
 
 
 @dataclass(slots=True)
@@ -36,6 +40,22 @@ class LeaseTiming:
         # Four beats a TTL: a beat delayed by a busy loop or one failed request is not a death.
         return self.ttl_s / 4
 
+    @property
+    def quick_beat_s(self) -> float:
+        return min(QUICK_BEAT_S, self.beat_s)
+
+    @property
+    def stale_ms(self) -> int:
+        """A standby may take a call whose function call waits unanswered once the owner's
+        heartbeat is this old."""
+        return int(3 * self.quick_beat_s * 1000)
+
+    @property
+    def fence_ms(self) -> int:
+        """An owner whose own last beat is this old holds its answers until it beats again:
+        before a standby may take the call, the owner has stopped (never both answer)."""
+        return int(2 * self.quick_beat_s * 1000)
+
 
 class LeaseKeeper:
     """One call's lease on this replica. `lost` is set when another replica owns the call, after
@@ -46,6 +66,7 @@ class LeaseKeeper:
         self.lease = lease
         self.req = req
         self.lost = asyncio.Event()
+        self.socket_up = False  # this replica's control socket is attached (a standby may follow)
         # One lease operation at a time: each uses the ETag the previous one returned.
         self._lock = asyncio.Lock()
 
@@ -65,6 +86,17 @@ class LeaseKeeper:
             if self.lease is None or self.lease.attached or not self.lease.offered:
                 return
             updated = await self._update(attached=True)
+            if updated is None:
+                self.lost.set()
+            else:
+                self.lease = updated
+
+    async def name_standby(self, standby: str) -> None:
+        """Name (or replace, or with "" drop) the replica that follows this call."""
+        async with self._lock:
+            if self.lease is None or self.lost.is_set() or self.lease.standby == standby:
+                return
+            updated = await self._update(standby=standby)
             if updated is None:
                 self.lost.set()
             else:
@@ -130,12 +162,20 @@ class Heartbeat:
     local: Callable[[], Mapping[str, LeaseKeeper]]
     draining: bool = False
     last_ok_ms: int = 0  # when a beat last reached the store
+    last_beat_at_ms: int = 0  # the time written in that beat, which standbys compare with
     _etag: str | None = None
     _throttle: Throttle = field(default_factory=Throttle)
 
     def current(self) -> bool:
         """The last beat is younger than the TTL: peers see this replica alive."""
         return now_ms() - self.last_ok_ms < self.timing.ttl_ms
+
+    def fenced(self) -> bool:
+        """Our last beat is old enough that a standby may soon take our calls: hold answers."""
+        return now_ms() - self.last_beat_at_ms >= self.timing.fence_ms
+
+    def _quick(self) -> bool:
+        return any(k.lease is not None and k.lease.standby for k in self.local().values())
 
     async def beat(self) -> bool:
         try:
@@ -162,6 +202,7 @@ class Heartbeat:
                 await self._let_go_of_lost_calls()
             self._etag = fresh.etag
             self.last_ok_ms = now_ms()
+            self.last_beat_at_ms = fresh.beat_at_ms
         except AzureError as exc:
             if (skipped := self._throttle.due("beat")) is not None:
                 log.warning(
@@ -184,7 +225,7 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.timing.beat_s)
+            await asyncio.sleep(self.timing.quick_beat_s if self._quick() else self.timing.beat_s)
             await self.beat()
 
     async def announce_draining(self) -> None:
@@ -201,30 +242,78 @@ class Heartbeat:
 
 
 @dataclass(slots=True)
+class Standbys:
+    """What the sweeper needs from this replica to keep a standby beside every live call: its
+    owned calls (to name their standbys), and the calls it follows for peers."""
+
+    timing: LeaseTiming
+    local: Callable[[], Mapping[str, LeaseKeeper]]
+    follow: Callable[[list[Lease]], Awaitable[None]]  # the calls that name this replica as their standby
+    overdue: Callable[[str], bool]  # a followed call of this owner has a function call waiting
+    enabled: bool = True
+
+
+@dataclass(slots=True)
 class Sweeper:
     """Takes over calls from peers that are handing over or dead, while there is room. A dead
     replica's calls all wait in silence together, so they are claimed in batches and resumed at
-    once."""
+    once. With `standbys`, also keeps a standby replica beside each local call and follows the
+    calls that name this replica; a followed call whose function call waits unanswered while its
+    owner's heartbeat is stale is taken without waiting for the whole TTL."""
 
     tables: Tables
     replica: str
     room: Callable[[], int]
     resume: Callable[[Lease], Awaitable[None]]
+    standbys: Standbys | None = None
+    peers: list[str] = field(default_factory=list)  # alive, not draining, not us
     _cleared: dict[str, str] = field(default_factory=dict)  # dead replica -> heartbeat ETag seen owning nothing
 
     async def sweep(self) -> int:
         taken = 0
-        for peer in await leases.beats(self.tables):
-            if peer.replica == self.replica or (peer.alive and not peer.draining):
-                continue
-            if not peer.alive and self._cleared.get(peer.replica) == peer.etag:
-                if now_ms() - peer.expires_ms > FORGET_AFTER_MS:
-                    await leases.forget(self.tables, peer)
+        beats = await leases.beats(self.tables)
+        self.peers = sorted(b.replica for b in beats if b.alive and not b.draining and b.replica != self.replica)
+        sb = self.standbys if self.standbys is not None and self.standbys.enabled else None
+        if sb is not None:
+            await sb.follow(await leases.standing_by(self.tables, self.replica))
+        for peer in beats:
+            if peer.replica == self.replica:
                 continue
             if self.room() <= 0:
                 break
-            taken += await (self._take_offered(peer) if peer.alive else self._take_from_dead(peer))
+            taken += await self._sweep_peer(peer, sb)
+        if sb is not None:
+            await self._name_standbys(sb)
         return taken
+
+    async def _sweep_peer(self, peer: Beat, sb: Standbys | None) -> int:
+        early = sb is not None and peer.alive and peer.stale(sb.timing.stale_ms) and sb.overdue(peer.replica)
+        if peer.alive and not peer.draining and not early:
+            return 0
+        if not peer.alive and self._cleared.get(peer.replica) == peer.etag:
+            if now_ms() - peer.expires_ms > FORGET_AFTER_MS:
+                await leases.forget(self.tables, peer)
+            return 0
+        taken = await self._take_offered(peer) if peer.alive and peer.draining else 0
+        if early or not peer.alive:
+            taken += await self._take_from_dead(peer, standing_only=early)
+        return taken
+
+    async def _name_standbys(self, sb: Standbys) -> None:
+        """Every local call with its socket up gets a live peer as its standby; a standby that
+        stopped or is draining is replaced; with no peer, none is named."""
+        work = []
+        for call_id, keeper in sb.local().items():
+            lease = keeper.lease
+            if lease is None or not keeper.socket_up or keeper.lost.is_set() or lease.owner != self.replica:
+                continue
+            if lease.standby in self.peers or (not lease.standby and not self.peers):
+                continue
+            # Spread a replica's calls over its peers, the same call always to the same peer.
+            choice = self.peers[zlib.crc32(call_id.encode()) % len(self.peers)] if self.peers else ""
+            work.append(keeper.name_standby(choice))
+        if work:
+            await asyncio.gather(*work, return_exceptions=True)
 
     async def _take_offered(self, peer: Beat) -> int:
         offered = (await leases.owned_by(self.tables, peer.replica, offered_only=True))[: max(0, self.room())]
@@ -233,9 +322,12 @@ class Sweeper:
         )
         return await self._resume_all([g for g in got if isinstance(g, Lease)], peer.replica)
 
-    async def _take_from_dead(self, peer: Beat) -> int:
+    async def _take_from_dead(self, peer: Beat, *, standing_only: bool = False) -> int:
         found = await leases.owned_by(self.tables, peer.replica)
-        if not found:
+        if standing_only:
+            # The owner only looks dead: take just the calls we follow, which need us now.
+            found = [lease for lease in found if lease.standby == self.replica]
+        elif not found:
             self._cleared[peer.replica] = peer.etag
             return 0
         taken = 0

@@ -16,6 +16,9 @@ class CallRegistry:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.sessions: dict[str, CallSession] = {}
+        # Peers' calls this replica follows as their standby (not counted against capacity: a
+        # follower only listens; it joins `sessions` when it takes the call over).
+        self.followers: dict[str, CallSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.accepting = True
         self.before_handover: Callable[[], Awaitable[object]] | None = None
@@ -26,7 +29,7 @@ class CallRegistry:
         return len(self.sessions)
 
     def __contains__(self, call_id: object) -> bool:
-        return call_id in self.sessions
+        return call_id in self.sessions or call_id in self.followers
 
     @property
     def full(self) -> bool:
@@ -34,20 +37,33 @@ class CallRegistry:
 
     def start(self, session: CallSession) -> None:
         call_id = session.req.callId
-        self.sessions[call_id] = session
+        (self.followers if session.following else self.sessions)[call_id] = session
         task = asyncio.create_task(session.run(), name=f"call:{call_id}")
         self._tasks[call_id] = task
         task.add_done_callback(self._reaper(call_id))
 
     def _reaper(self, call_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
-            self.finished += 1
-            self.sessions.pop(call_id, None)
+            if self.sessions.pop(call_id, None) is not None:
+                self.finished += 1
+            self.followers.pop(call_id, None)
             self._tasks.pop(call_id, None)
             if not task.cancelled() and task.exception() is not None:
                 log.error("session crashed", exc_info=task.exception(), extra={"call_id": call_id})
 
         return done
+
+    def promote(self, call_id: str) -> CallSession | None:
+        """The follower of `call_id`, moved among this replica's own calls; None if there is none."""
+        session = self.followers.pop(call_id, None)
+        if session is not None:
+            self.sessions[call_id] = session
+        return session
+
+    async def stop_following(self, call_ids: set[str] | None = None) -> None:
+        """Close the followers of `call_ids` (all with None): their calls go on with their owners."""
+        stopping = [s for cid, s in self.followers.items() if call_ids is None or cid in call_ids]
+        await asyncio.gather(*(s.close() for s in stopping), return_exceptions=True)
 
     async def wait_idle(self, timeout: float) -> bool:
         tasks = list(self._tasks.values())
@@ -60,6 +76,7 @@ class CallRegistry:
         """SIGTERM: take no new calls; hand live calls to peers; let the ones no peer took run,
         and wrap those up politely near the end of the grace period."""
         self.accepting = False
+        await self.stop_following()  # their owners name standbys on replicas that stay
         sessions = list(self.sessions.values())
         if sessions and self.peers_alive is not None and not await self.peers_alive():
             # Nobody to hand to: the calls go on here, fully served, until they end or the grace

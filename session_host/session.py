@@ -44,6 +44,7 @@ CLAIM_WINDOW_S = 10.0  # after a takeover: long enough for the previous owner to
 # Behind an ingress the Function App's word on the accept reaches the owner only sometimes (with
 # two replicas, half the time); otherwise the owner finds it in the store within this long.
 OUTCOME_POLL_S = 0.2
+FOLLOWER_EVENTS = ("conversation.item.added", "conversation.item.done", "conversation.item.created")
 
 
 class CallGone(Exception):
@@ -83,7 +84,10 @@ class CallSession:
         resumed: CallRecord | None = None,
         resumed_turns: int = 0,
         reengage: bool = False,
+        following: bool = False,
+        on_overdue: Callable[[], None] | None = None,
     ) -> None:
+        self._init_following(following, on_overdue)
         self.keeper = keeper
         self.resumed = resumed
         self.telemetry = telemetry or Telemetry()
@@ -144,6 +148,17 @@ class CallSession:
             self._go_on_from(resumed, resumed_turns)
         self._handlers = self._event_table()
 
+    def _init_following(self, following: bool, on_overdue: Callable[[], None] | None) -> None:
+        # A follower is a peer's standby for this call: it hears every event and keeps the same
+        # state, but sends nothing, runs no tool and writes nothing until it is promoted.
+        self.following = following
+        self.on_overdue = on_overdue  # a function call waits unanswered: look at the owner now
+        # Function calls heard while following and not yet answered:
+        # call_id -> (name, arguments, when heard (monotonic)).
+        self.unanswered: dict[str, tuple[str, str, float]] = {}
+        self.followed_owner = ""  # the owner whose call this follower shadows
+        self._guard: asyncio.Task[Any] | None = None
+
     def _go_on_from(self, resumed: CallRecord, turns: int) -> None:
         """Taking over from a replica that stopped or died: go on from the stored state."""
         self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
@@ -153,7 +168,7 @@ class CallSession:
 
     def _event_table(self) -> dict[str, Callable[[Any], None]]:
         """Server event type -> handler (one lookup per event)."""
-        return {
+        table: dict[str, Callable[[Any], None]] = {
             "session.created": functools.partial(session_events.on_session, self),
             "session.updated": functools.partial(session_events.on_session, self),
             "error": functools.partial(session_events.on_error, self),
@@ -172,6 +187,11 @@ class CallSession:
                 session_events.on_user_transcript, self
             ),
         }
+        if self.following:
+            # Only a follower needs to see the owner's answers go by.
+            for etype in FOLLOWER_EVENTS:
+                table[etype] = functools.partial(session_events.on_item_seen, self)
+        return table
 
     async def run(self) -> None:
         tracer = self.telemetry.tracer
@@ -185,6 +205,9 @@ class CallSession:
                 span.set_status(Status(StatusCode.ERROR, self.call.endReason or "failed"))
 
     async def _run(self) -> None:
+        if self.following:
+            await self._follow()
+            return
         if self.resumed is None:
             self.telemetry.calls_started.add(1)
             self.writer.put_rollup(call_started())
@@ -197,16 +220,55 @@ class CallSession:
             refused = None if self.resumed is not None else await self._wait_for_accept()
             status, reason = refused or await self._connect_until_end()
         finally:
-            await self._cancel_tasks()
-            if self._yielded:
-                log.info("call handed over to another replica", extra=self.extra)
+            await self._finish(status, reason)
+
+    async def _follow(self) -> None:
+        """Follow the call until it ends; when this replica takes it over meanwhile (`promote`),
+        the same socket goes on and the call is recorded here at its end."""
+        status, reason = CallStatus.FAILED, "session host stopped before the call ended"
+        try:
+            status, reason = await self._connect_until_end()
+        finally:
+            if self.following:  # never took over: the owner records the call
+                await self._cancel_tasks()
+                if self.on_finish is not None:
+                    await self.on_finish(self)
             else:
-                session_record.finalize(self, status, reason)
-                await session_record.write_model_summary(self)
-                if self.keeper is not None:
-                    await self.keeper.release()
-            if self.on_finish is not None:
-                await self.on_finish(self)
+                await self._finish(status, reason)
+
+    async def _finish(self, status: CallStatus, reason: str) -> None:
+        await self._cancel_tasks()
+        if self._yielded:
+            log.info("call handed over to another replica", extra=self.extra)
+        else:
+            session_record.finalize(self, status, reason)
+            await session_record.write_model_summary(self)
+            if self.keeper is not None:
+                await self.keeper.release()
+        if self.on_finish is not None:
+            await self.on_finish(self)
+
+    def promote(self, keeper: LeaseKeeper, record: CallRecord, turns: int) -> None:
+        """Take the call over from its owner: act on the socket that is already listening,
+        and answer at once what the owner left unanswered."""
+        self.following = False
+        for etype in FOLLOWER_EVENTS:
+            self._handlers.pop(etype, None)
+        self.keeper = keeper
+        self.resumed = record
+        self._go_on_from(record, turns)
+        self.writer.put_live(self.call)
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            self._start_acting(ws)
+        else:
+            self._reengage = True  # between sockets: the next one re-engages the caller
+        if self.unanswered:
+            calls = [(c, n, a) for c, (n, a, _) in self.unanswered.items()]
+            pending = PendingResponse("takeover", done=True, calls=calls)
+            self.unanswered.clear()
+            self._spawn(session_tools.run_tools(self, pending), "takeover-tools")
+        log.info("took the call over from its standby socket", extra=self.extra)
 
     def accept_outcome(self, outcome: AcceptOutcome) -> None:
         """The Function App's word on the accept (delivered by the hand-off route)."""
@@ -266,7 +328,8 @@ class CallSession:
                 attempt += 1
                 log.warning("control socket failed (%s), attempt %d", type(exc).__name__, attempt, extra=self.extra)
                 if attempt > self.opts.reconnect_attempts:
-                    await session_tools.hangup_quietly(self)
+                    if not self.following:
+                        await session_tools.hangup_quietly(self)
                     return CallStatus.FAILED, "control socket unreachable"
                 await asyncio.sleep(self.opts.reconnect_base_s * 2 ** (attempt - 1))
                 continue
@@ -319,6 +382,11 @@ class CallSession:
                 raise NotYetAccepted() from None
             raise
 
+    def overdue(self) -> bool:
+        """A function call heard while following has waited past the deadline for its answer."""
+        deadline = time.monotonic() - self.opts.lease.quick_beat_s
+        return any(seen <= deadline for _, _, seen in self.unanswered.values())
+
     async def _on_open(self) -> None:
         """What goes out first on a new socket: the session, then a greeting or a re-engagement."""
         await self._send(self._session_update())
@@ -358,24 +426,37 @@ class CallSession:
         ws = await self._open_socket()
         self._ws = ws
         self._connected_once = True
-        log.info("control socket open", extra=self.extra)
-        guard = self._spawn(session_guards.guards(self), "guards")
-        if self.keeper is not None:
-            self._spawn(self.keeper.attached(), "attached")
-            self._spawn(self._close_when_lost(ws, self.keeper), "lost-watch")
-        if self.resumed is not None and self._claim_until == float("inf"):
-            self._claim_until = time.monotonic() + CLAIM_WINDOW_S
+        if self.following:
+            log.info("following the call as its standby", extra=self.extra)
+        else:
+            log.info("control socket open", extra=self.extra)
+            self._start_acting(ws)
         try:
-            await self._on_open()
+            if not self.following:
+                await self._on_open()
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     session_events.dispatch(self, msg.data)
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                     break
         finally:
-            guard.cancel()
+            if self._guard is not None:
+                self._guard.cancel()
+                self._guard = None
+            if self.keeper is not None:
+                self.keeper.socket_up = False
             self._ws = None
         return ws.close_code == 1000 or self._end is not None
+
+    def _start_acting(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """This replica acts on the call from now on: guards, lease, claims around a change of owner."""
+        self._guard = self._spawn(session_guards.guards(self), "guards")
+        if self.keeper is not None:
+            self.keeper.socket_up = True
+            self._spawn(self.keeper.attached(), "attached")
+            self._spawn(self._close_when_lost(ws, self.keeper), "lost-watch")
+        if self.resumed is not None and self._claim_until == float("inf"):
+            self._claim_until = time.monotonic() + CLAIM_WINDOW_S
 
     async def _close_when_lost(self, ws: aiohttp.ClientWebSocketResponse, keeper: LeaseKeeper) -> None:
         await keeper.lost.wait()
@@ -396,7 +477,7 @@ class CallSession:
 
     async def _send(self, event: Event) -> None:
         ws = self._ws
-        if ws is None or ws.closed:
+        if ws is None or ws.closed or self.following:
             return
         async with self._send_lock:
             await ws.send_str(json.dumps(event, separators=(",", ":")))

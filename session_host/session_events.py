@@ -4,17 +4,22 @@ barge-ins, latency, usage. Called through the session's event table; nothing her
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from openai.types.realtime import (
+    ConversationItemAdded,
+    ConversationItemCreatedEvent,
+    ConversationItemDone,
     ConversationItemInputAudioTranscriptionCompletedEvent,
     InputAudioBufferSpeechStartedEvent,
     InputAudioBufferSpeechStoppedEvent,
     RealtimeConversationItemAssistantMessage,
     RealtimeConversationItemFunctionCall,
+    RealtimeConversationItemFunctionCallOutput,
     RealtimeErrorEvent,
     RealtimeResponseUsage,
     ResponseAudioTranscriptDeltaEvent,
@@ -131,7 +136,7 @@ def first_output(s: CallSession, resp: PendingResponse) -> None:
     if resp.first_output:
         return
     resp.first_output = True
-    if s._speech_stopped_at is not None:
+    if s._speech_stopped_at is not None and not s.following:
         latency = round((time.monotonic() - s._speech_stopped_at) * 1000, 1)
         s._speech_stopped_at = None
         s.call.latencies.append(latency)
@@ -178,8 +183,8 @@ def add_turn(
     interrupted: bool = False,
     turn_id: str | None = None,
 ) -> None:
-    if s.keeper is not None and s.keeper.lost.is_set():
-        return  # the call's new owner records from here on
+    if s.following or s.keeper is not None and s.keeper.lost.is_set():
+        return  # the call's owner records it
     s._seq += 1
     sentiment = insights.text_sentiment(text) if speaker == "user" else "neutral"
     turn = TranscriptTurn(
@@ -234,6 +239,8 @@ def on_function_args_done(s: CallSession, event: ResponseFunctionCallArgumentsDo
 
 
 def count_usage(s: CallSession, usage: RealtimeResponseUsage) -> None:
+    if s.following:
+        return  # counted by the owner, whose record this replica takes on if it takes the call
     s.call.usage.add(usage)
     cost = usage_cost(s._price, usage)
     s.call.cost = round(s.call.cost + cost, 8)
@@ -256,8 +263,34 @@ def on_response_done(s: CallSession, event: ResponseDoneEvent) -> None:
     if s._current is resp:
         s._current = None
     s._responses.pop(resp.id, None)
-    if resp.calls:
+    if resp.calls and s.following:
+        heard(s, resp)
+    elif resp.calls:
         s._spawn(session_tools.run_tools(s, resp), "tools")
     elif s._after_response is not None:
         s._spawn(session_tools.do_after_response(s), "after-response")
     session_record.publish(s)
+
+
+def heard(s: CallSession, resp: PendingResponse) -> None:
+    """A follower heard function calls: the owner should answer them at once. If it has not
+    within the deadline, this replica looks at the owner (`on_overdue`)."""
+    now = time.monotonic()
+    for call_id, name, arguments in resp.calls:
+        s.unanswered[call_id] = (name, arguments, now)
+    if s.on_overdue is not None:
+        ids = [c[0] for c in resp.calls]
+
+        def check() -> None:
+            if s.following and s.on_overdue is not None and any(i in s.unanswered for i in ids):
+                s.on_overdue()
+
+        asyncio.get_running_loop().call_later(s.opts.lease.quick_beat_s, check)
+
+
+def on_item_seen(
+    s: CallSession, event: ConversationItemAdded | ConversationItemDone | ConversationItemCreatedEvent
+) -> None:
+    """A follower sees the owner's answers go by: a function call with an output is answered."""
+    if isinstance(event.item, RealtimeConversationItemFunctionCallOutput):
+        s.unanswered.pop(event.item.call_id, None)

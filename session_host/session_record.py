@@ -21,6 +21,8 @@ log = logging.getLogger("session_host.session")
 
 
 def publish(s: CallSession) -> None:
+    if s.following:
+        return  # the owner's record is the call's
     s.call.updatedAt = now_ms()
     s.writer.put_call(s.call, index=True)
 

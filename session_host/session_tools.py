@@ -127,6 +127,10 @@ async def may_answer(s: CallSession, function_call_id: str) -> bool:
     around a change of owner, only if its claim in the store wins (exactly once)."""
     if s.keeper is not None and s.keeper.lost.is_set():
         return False
+    if s.keeper is not None and s.keeper.lease is not None and s.keeper.lease.standby:
+        await fence(s)
+        if s.keeper.lost.is_set():
+            return False
     if time.monotonic() >= s._claim_until or s.keeper is None:
         return True
     try:
@@ -135,7 +139,21 @@ async def may_answer(s: CallSession, function_call_id: str) -> bool:
         return True  # the store is down: an answer twice beats a caller left waiting
 
 
+async def fence(s: CallSession) -> None:
+    """A standby may take the call once our heartbeat looks stale, and it answers what waits: so
+    while ours is old (a frozen loop, a slow store) wait for a fresh beat, or for the news that
+    the call is gone. A store that stays down cannot let the standby claim either: then answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.opts.lease.stale_ms / 1000 * 2
+    while s.opts.fenced() and loop.time() < deadline and s.keeper is not None and not s.keeper.lost.is_set():
+        await asyncio.sleep(0.02)
+
+
 async def send_output(s: CallSession, call_id: str, output: dict[str, Any]) -> None:
+    if s.keeper is not None and s.keeper.lease is not None and s.keeper.lease.standby:
+        await fence(s)  # the tool may have run through a freeze: look again before answering
+        if s.keeper.lost.is_set():
+            return
     await s._send(
         {
             "type": "conversation.item.create",

@@ -283,10 +283,14 @@ class Runner:
                 delta=args,
             )
         )
+        if step.hold:
+            call.mark("tool_held")
+            await call.tool_gate.wait()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[float] = loop.create_future()
         call.output_waiters[call_id] = waiter
         call.function_calls_emitted += 1
+        call.function_call_times[call_id] = ms()
         call.mark("function_call_sent")
         # From here the client's next response.create belongs to this tool round trip, even when it
         # arrives in the same breath as the function_call_output.

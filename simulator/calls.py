@@ -37,10 +37,16 @@ class SimCall:
     early_sockets: int = 0  # upgrades attempted before the accept (refused)
     outputs_per_function_call: dict[str, int] = field(default_factory=dict)  # answered twice shows here
     function_calls_emitted: int = 0
+    function_call_times: dict[str, float] = field(default_factory=dict)  # call_id -> epoch ms emitted
+    output_times: dict[str, float] = field(default_factory=dict)  # call_id -> epoch ms first answered
+    # Held function calls (a scenario step with `hold: true`) wait here until a benchmark releases
+    # them, so every call can have one in flight at a chosen moment.
+    tool_gate: asyncio.Event = field(default_factory=asyncio.Event)
     response_instructions: list[str] = field(default_factory=list)  # of every response.create
     usage_sent: dict[str, int] = field(default_factory=dict)  # sums of the usage in response.done events
     function_calls_unanswered: int = 0  # the model waited for an output that never came
     socket_opens: int = 0
+    acting_sockets: int = 0  # sockets that sent at least one client event (a standby only listens)
     socket_open_times: list[float] = field(default_factory=list)  # epoch ms of every attach
     referred_to: str | None = None
     rejected_with: int | None = None
@@ -86,6 +92,7 @@ class SimCall:
             "referredTo": self.referred_to,
             "rejectedWith": self.rejected_with,
             "socketOpens": self.socket_opens,
+            "actingSockets": self.acting_sockets,
             "earlySockets": self.early_sockets,
             "marks": {k: round(v, 2) for k, v in m.items()},
             "webhookToAcceptMs": span("webhook_sent", "accept"),

@@ -183,6 +183,18 @@ def function_call_item(
     }
 
 
+def output_item(item_id: str, call_id: str, output: str) -> dict[str, Any]:
+    """A client's function_call_output as the server echoes it in conversation.item events."""
+    return {
+        "id": item_id,
+        "type": "function_call_output",
+        "object": "realtime.item",
+        "status": "completed",
+        "call_id": call_id,
+        "output": output,
+    }
+
+
 def user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
     return {
         "id": item_id,

@@ -175,9 +175,13 @@ async def control_socket(request: web.Request) -> web.StreamResponse:
     expires = int(ms() / 1000) + sim.config.session_seconds
     await runner.send(p.event("session.created", session=p.session_object(call.session, expires)))
     call.ws_ready.set()
+    acted = False
     try:
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
+                if not acted:
+                    acted = True
+                    call.acting_sockets += 1
                 await _client_event(sim, call, runner, msg.data, expires)
     finally:
         if ws in call.sockets and len(call.sockets) > 4:
@@ -264,9 +268,14 @@ async def _item_create(sim: Simulator, call: SimCall, runner: Runner, ev: dict[s
     if item.get("type") == "function_call_output":
         call.outputs_per_function_call[item["call_id"]] = call.outputs_per_function_call.get(item["call_id"], 0) + 1
         call.tool_outputs[item["call_id"]] = _maybe_json(item.get("output"))
+        call.output_times.setdefault(item["call_id"], ms())
         waiter = call.output_waiters.pop(item["call_id"], None)
         if waiter is not None and not waiter.done():
             waiter.set_result(ms())
+        # The service adds the item to the conversation and says so on every attached socket.
+        echoed = p.output_item(str(item.get("id") or p.new_id("item")), item["call_id"], str(item.get("output")))
+        await runner.send(p.event("conversation.item.added", previous_item_id=ev.get("previous_item_id"), item=echoed))
+        await runner.send(p.event("conversation.item.done", previous_item_id=ev.get("previous_item_id"), item=echoed))
 
 
 async def _response_cancel(sim: Simulator, call: SimCall, runner: Runner, ev: dict[str, Any], expires: int) -> None:

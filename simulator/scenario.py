@@ -28,6 +28,7 @@ class CallTool(_Strict):
     tool: str
     arguments: dict[str, Any] | str = Field(default_factory=dict)
     say_before: str | None = None
+    hold: bool = Field(default=False, description="emit the function call only once the call's tool_gate is set")
 
     def arguments_json(self) -> str:
         import json

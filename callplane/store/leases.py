@@ -1,9 +1,10 @@
 """Call ownership: one lease entity per live call, and one heartbeat per replica.
 
 `leases` PK="lease":
-- RK=<callId>          the call's lease: owner replica, hand-over offer, attached flag, and the
-                       hand-off request, so any replica can resume the call from the store alone.
-- RK="~beat:<replica>" the replica's heartbeat: expiry (renewed every ttl/4) and a draining flag.
+- RK=<callId>          the call's lease: owner replica, hand-over offer, attached flag, the
+                       standby replica that follows the call, and the hand-off request, so any
+                       replica can resume the call from the store alone.
+- RK="~beat:<replica>" the replica's heartbeat: when it was written, its expiry and a draining flag.
 
 A lease is live while its owner's heartbeat is. Renewing one heartbeat per replica instead of
 every lease keeps the steady-state cost at one request per replica per beat, not one per call.
@@ -38,10 +39,15 @@ class Beat:
     expires_ms: int
     draining: bool
     etag: str
+    beat_at_ms: int = 0  # when the owner wrote it (its own clock)
 
     @property
     def alive(self) -> bool:
         return self.expires_ms > now_ms()
+
+    def stale(self, after_ms: int) -> bool:
+        """Not renewed for `after_ms`: several beats missed, though the TTL has not run out."""
+        return now_ms() - self.beat_at_ms > after_ms
 
 
 @dataclass(slots=True)
@@ -53,14 +59,16 @@ class Lease:
     request: HandoffRequest
     etag: str
     offered: bool = False  # not stored: taken from a peer that waits for our `attached`
+    standby: str = ""  # the replica whose socket follows the call, ready to take it over
 
 
 def _int(value: object) -> int:
     return int(getattr(value, "value", value))  # type: ignore[call-overload,no-any-return]
 
 
-def _beat_entity(replica: str, expires_ms: int, draining: bool) -> dict[str, object]:
-    return to_entity(PK, BEAT_PREFIX + replica, {"replica": replica, "expiresAt": expires_ms, "draining": draining})
+def _beat_entity(replica: str, expires_ms: int, draining: bool, beat_at_ms: int | None = None) -> dict[str, object]:
+    fields = {"replica": replica, "expiresAt": expires_ms, "draining": draining, "beatAt": beat_at_ms or now_ms()}
+    return to_entity(PK, BEAT_PREFIX + replica, fields)
 
 
 def _beat(entity: dict[str, object], etag: str) -> Beat:
@@ -69,15 +77,21 @@ def _beat(entity: dict[str, object], etag: str) -> Beat:
         expires_ms=_int(entity["expiresAt"]),
         draining=bool(entity.get("draining")),
         etag=etag,
+        beat_at_ms=_int(entity.get("beatAt") or 0),
     )
 
 
-def _entity(req: HandoffRequest, owner: str, handover: bool = False, attached: bool = False) -> dict[str, object]:
-    return to_entity(
-        PK,
-        req.callId,
-        {"owner": owner, "handover": handover, "attached": attached, "request": req.compact().model_dump_json()},
-    )
+def _entity(
+    req: HandoffRequest, owner: str, handover: bool = False, attached: bool = False, standby: str = ""
+) -> dict[str, object]:
+    fields = {
+        "owner": owner,
+        "handover": handover,
+        "attached": attached,
+        "standby": standby,
+        "request": req.compact().model_dump_json(),
+    }
+    return to_entity(PK, req.callId, fields)
 
 
 def _lease(entity: dict[str, object], etag: str) -> Lease:
@@ -88,6 +102,7 @@ def _lease(entity: dict[str, object], etag: str) -> Lease:
         attached=bool(entity.get("attached")),
         request=HandoffRequest.model_validate_json(str(entity["request"])),
         etag=etag,
+        standby=str(entity.get("standby") or ""),
     )
 
 
@@ -163,6 +178,15 @@ async def owned_by(tables: Tables, owner: str, *, offered_only: bool = False) ->
     )
 
 
+async def standing_by(tables: Tables, replica: str) -> list[Lease]:
+    """The live calls this replica follows as their standby."""
+    return await tables.leases.query(
+        "PartitionKey eq @pk and standby eq @me",
+        {"pk": PK, "me": replica},
+        parse=lambda e: _lease(dict(e), str(e.metadata["etag"])),
+    )
+
+
 async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | None:
     """Take a freshly handed-off call's lease: new, ours already, offered for hand-over, or its
     owner is dead. None when a live replica owns it (or another replica won the race)."""
@@ -203,7 +227,7 @@ async def claim(tables: Tables, dead: Beat, taken: list[Lease], owner: str) -> l
         return []
     entities = [_entity(lease.request, owner) for lease in taken]
     ops: list[tuple[Any, ...]] = [
-        ("update", _beat_entity(dead.replica, dead.expires_ms, dead.draining), _guarded(dead.etag))
+        ("update", _beat_entity(dead.replica, dead.expires_ms, dead.draining, dead.beat_at_ms), _guarded(dead.etag))
     ]
     ops += [("update", entity, _guarded(lease.etag)) for lease, entity in zip(taken, entities, strict=True)]
     try:
@@ -222,11 +246,15 @@ async def update(
     handover: bool = False,
     attached: bool | None = None,
     request: HandoffRequest | None = None,
+    standby: str | None = None,
 ) -> Lease | None:
-    """Rewrite a lease under its ETag (take it, offer it, mark it attached). None when it changed."""
+    """Rewrite a lease under its ETag (take it, offer it, mark it attached, name its standby).
+    None when it changed. A new owner starts without a standby: it names its own."""
     new_owner = owner or lease.owner
-    keep = (lease.attached and new_owner == lease.owner) if attached is None else attached
-    entity = _entity(request or lease.request, new_owner, handover, keep)
+    same = new_owner == lease.owner
+    keep = (lease.attached and same) if attached is None else attached
+    follower = standby if standby is not None else (lease.standby if same else "")
+    entity = _entity(request or lease.request, new_owner, handover, keep, follower)
     try:
         meta = await tables.leases.update_entity(entity, **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
