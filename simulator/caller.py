@@ -284,8 +284,8 @@ class Runner:
             )
         )
         if step.hold:
-            call.mark("tool_held")
-            await call.tool_gate.wait()
+            call.mark(f"tool_held_{step.hold}")
+            await call.gate(step.hold).wait()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[float] = loop.create_future()
         call.output_waiters[call_id] = waiter

@@ -39,9 +39,10 @@ class SimCall:
     function_calls_emitted: int = 0
     function_call_times: dict[str, float] = field(default_factory=dict)  # call_id -> epoch ms emitted
     output_times: dict[str, float] = field(default_factory=dict)  # call_id -> epoch ms first answered
-    # Held function calls (a scenario step with `hold: true`) wait here until a benchmark releases
-    # them, so every call can have one in flight at a chosen moment.
-    tool_gate: asyncio.Event = field(default_factory=asyncio.Event)
+    # Held function calls (a scenario step with `hold: N`) wait for gate N, which a benchmark or a
+    # test opens, so that every call has one in flight at a chosen moment (a replica's stop).
+    gates: dict[int, asyncio.Event] = field(default_factory=dict)
+    response_create_times: list[float] = field(default_factory=list)  # epoch ms of each response.create
     response_instructions: list[str] = field(default_factory=list)  # of every response.create
     usage_sent: dict[str, int] = field(default_factory=dict)  # sums of the usage in response.done events
     function_calls_unanswered: int = 0  # the model waited for an output that never came
@@ -67,6 +68,9 @@ class SimCall:
     runner: asyncio.Task[None] | None = None
     extra_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     dropped_once: bool = False
+
+    def gate(self, n: int) -> asyncio.Event:
+        return self.gates.setdefault(n, asyncio.Event())
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, ms())

@@ -237,10 +237,15 @@ async def _response_create(sim: Simulator, call: SimCall, runner: Runner, ev: di
         call.mark("greeting_requested")
     instructions = str((ev.get("response") or {}).get("instructions") or "")
     call.response_instructions.append(instructions)
-    if call.output_waiters and instructions.startswith("Say only this") and call.active_response is None:
-        # A filler while a function call is pending: the model says it now.
-        call.mark("filler_requested")
-        sim.spawn(runner.play_response(instructions.split(":", 1)[1].strip()))
+    call.response_create_times.append(ms())
+    if call.output_waiters and call.active_response is None:
+        # A response asked for while a function call waits for its output (a filler, or a
+        # re-engagement after a takeover): the model speaks now; the function call still waits.
+        if instructions.startswith("Say only this"):
+            call.mark("filler_requested")
+            sim.spawn(runner.play_response(instructions.split(":", 1)[1].strip()))
+        else:
+            sim.spawn(runner.play_response("Sorry about that, I'm still here. Where were we?"))
         return
     if call.awaiting_response:
         await call.response_requests.put(ev)

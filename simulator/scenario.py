@@ -28,7 +28,7 @@ class CallTool(_Strict):
     tool: str
     arguments: dict[str, Any] | str = Field(default_factory=dict)
     say_before: str | None = None
-    hold: bool = Field(default=False, description="emit the function call only once the call's tool_gate is set")
+    hold: int = Field(default=0, ge=0, description="emit the function call once the call's gate N opens (0: at once)")
 
     def arguments_json(self) -> str:
         import json

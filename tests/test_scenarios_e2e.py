@@ -32,6 +32,7 @@ COVERED = set(TOOL_SCENARIOS) | {
     "angry_caller",
     "blocked_caller",
     "talk_over_disclosure",  # tests/test_profile_line.py
+    "tool_at_stop",  # tests/test_standby.py
 }
 
 
