@@ -2,16 +2,21 @@
 
     .venv/bin/python -m bench.failover --calls 100
 
-1. Rolling restart during N live standard-scenario calls: SIGTERM replica A, start it again, then
-   the same for B. Calls cut (not ended by the caller's own hang-up) and turns lost or doubled
-   (stored transcript vs what the simulator played) must both be 0.
-2. SIGKILL of one replica during N live calls: time until each of its calls has a new control
-   socket from the peer (p50/p95; target p95 <= 5 s) and how many ended normally. Turns the dead
-   replica had not flushed yet, and those spoken while no replica listened, are lost by design
-   (write-behind); they are counted, not hidden.
-3. Duplicate hand-offs: every call handed to both replicas at once; calls run twice must be 0.
-The simulator in this process stands in for the Realtime service and, like the Function App,
-accepts each call and hands it off.
+Every call runs the `tool_at_stop` scenario, whose two function calls wait at gates that the
+benchmark opens at the very moment it stops a replica: every call has a function call in flight
+then. The simulator is in its strictest mode: every event fans out to all attached sockets, and
+events sent while no socket is attached are dropped, not held.
+
+1. Rolling restart: SIGTERM A (gate 1 opens with it), start A; SIGTERM B (gate 2), start B.
+2. SIGKILL of the owner with the standby on: takeover = from the kill to the answer of the
+   function call in flight (p50/p95).
+3. SIGKILL with STANDBY=false: the call is resumed from the store on a new socket; "heard again" =
+   from the kill to the resumed session's first response.create (the caller hears the agent).
+4. SIGTERM with one replica: no peer, every call is served to its end.
+5. Accept held 1 s after the hand-off: a socket opened before it would be refused with 404.
+6. Duplicate hand-offs: every call handed to both replicas at once; calls acted on twice must be 0.
+Unanswered function calls, answers sent twice, calls cut (not ended by the caller's own hang-up)
+and turns lost or doubled (stored transcript vs what the simulator played) are counted per row.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from tests.stack import make_env, sim_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TTL = "3"
+TTL_S = float(TTL)
+SCENARIO = "tool_at_stop"
 
 
 class Replica:
@@ -85,10 +92,11 @@ async def place(
     ramp: float,
     *,
     duplicate: bool = False,
+    accept_after_s: float = 0.0,
 ) -> list[SimCall]:
-    """Accept and hand off `n` calls: round-robin over `targets`, or to all of them at once."""
+    """Hand off and accept `n` calls: round-robin over `targets`, or to all of them at once."""
     settings = build_settings(Role.SESSION_HOST, env)
-    scenario = load_scenario("standard")
+    scenario = load_scenario(SCENARIO)
     body = accept_body(settings)
     calls: list[SimCall] = []
 
@@ -108,6 +116,7 @@ async def place(
         urls = targets if duplicate else [targets[i % len(targets)]]
         statuses = await asyncio.gather(*(hand(u, call, i) for u in urls))
         assert any(s == 202 for s in statuses), statuses
+        await asyncio.sleep(accept_after_s)
         async with http.post(
             f"{env['OPENAI_BASE']}/v1/realtime/calls/{call.call_id}/accept",
             json=body,
@@ -126,27 +135,53 @@ async def transcript_len(http: aiohttp.ClientSession, url: str, call_id: str) ->
         return int((await resp.json())["count"]) if resp.status == 200 else -1
 
 
-async def outcome(http: aiohttp.ClientSession, url: str, calls: list[SimCall]) -> dict[str, int]:
+async def all_held(calls: list[SimCall], gate: int, *, standby: bool = False, timeout: float = 120) -> None:
+    """Until every call's function call waits at `gate` (and, with `standby`, a second socket follows it)."""
+    deadline = time.monotonic() + timeout
+    while not all(f"tool_held_{gate}" in c.marks and (not standby or c.socket_opens >= 2) for c in calls):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"calls never all reached gate {gate}")
+        await asyncio.sleep(0.05)
+
+
+def open_gate(calls: list[SimCall], gate: int) -> None:
+    for c in calls:
+        c.gate(gate).set()
+
+
+def takeover_s(calls: list[SimCall], stopped_ms: float) -> list[float]:
+    """Per call: from the stop to the first answer of the function call in flight then (emitted
+    within a second after the stop, when its gate opened)."""
+    out = []
+    for c in calls:
+        answered = [
+            c.output_times[fc]
+            for fc, t in c.function_call_times.items()
+            if stopped_ms <= t < stopped_ms + 1000 and fc in c.output_times
+        ]
+        if answered:
+            out.append((min(answered) - stopped_ms) / 1000)
+    return out
+
+
+async def outcome(http: aiohttp.ClientSession, url: str, calls: list[SimCall]) -> dict[str, Any]:
+    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
     await asyncio.sleep(3.0)  # final flushes
-    cut = sum(1 for c in calls if c.end_reason != "caller hung up")
-    lost = doubled = twice = 0
+    lost = doubled = 0
     for c in calls:
         stored = await transcript_len(http, url, c.call_id)
         # The azure dialect gives no caller transcripts: only the assistant's turns can be stored.
         played = sum(1 for speaker, _ in c.transcript if speaker == "assistant")
         lost += max(0, played - stored)
         doubled += max(0, stored - played)
-        twice += len(c.tool_outputs) > 2 or len(c.tool_round_trips) > 2
-    unanswered = sum(c.function_calls_unanswered for c in calls)
-    answered_twice = sum(1 for c in calls for n in c.outputs_per_function_call.values() if n > 1)
     return {
-        "cut": cut,
+        "calls": len(calls),
+        "kept": sum(1 for c in calls if c.end_reason == "caller hung up"),
+        "fn_calls": sum(c.function_calls_emitted for c in calls),
+        "unanswered": sum(c.function_calls_unanswered for c in calls),
+        "answered_twice": sum(1 for c in calls for n in c.outputs_per_function_call.values() if n > 1),
         "turns_lost": lost,
         "turns_doubled": doubled,
-        "tools_twice": twice,
-        "fn_calls": sum(c.function_calls_emitted for c in calls),
-        "unanswered": unanswered,
-        "answered_twice": answered_twice,
         "greeted": sum(1 for c in calls if "greeting_requested" in c.marks),
         "early_sockets": sum(c.early_sockets for c in calls),
     }
@@ -156,73 +191,99 @@ async def scenario_rolling(
     sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
 ) -> dict[str, Any]:
     calls = await place(sim, http, env, [a.url, b.url], n, ramp=2.0)
-    await asyncio.sleep(3.0)
+    await all_held(calls, 1, standby=True)
     t0 = time.monotonic()
+    stop_ms = now_ms()
+    open_gate(calls, 1)
     rc_a = await a.stop(signal.SIGTERM)
     await a.start(http)
+    await all_held(calls, 2)
+    stop_b_ms = now_ms()
+    open_gate(calls, 2)
     rc_b = await b.stop(signal.SIGTERM)
     await b.start(http)
     restart_s = time.monotonic() - t0
-    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
     out = await outcome(http, a.url, calls)
-    out.update(
-        calls=n,
-        restart_s=round(restart_s, 1),
-        exit_codes=f"{rc_a},{rc_b}",
-        resumed=sum(1 for c in calls if c.socket_opens >= 2),
-    )
+    waits = takeover_s(calls, stop_ms) + takeover_s(calls, stop_b_ms)
+    out.update(restart_s=round(restart_s, 1), exit_codes=f"{rc_a},{rc_b}", answer_p95_s=percentile(waits, 95))
     return out
 
 
 async def scenario_kill(
-    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int, *, standby: bool
 ) -> dict[str, Any]:
+    for r in (a, b):
+        r.env["STANDBY"] = "true" if standby else "false"
+        await r.stop(signal.SIGTERM)
+        await r.start(http)
     calls = await place(sim, http, env, [a.url], n, ramp=2.0)
-    await asyncio.sleep(3.0)
-    killed_ms = now_ms()
+    await all_held(calls, 1, standby=standby)
     await a.stop(signal.SIGKILL)
-    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
-    # Each call's own resume time: its second socket's attach, from the simulator's record.
-    waits = [(c.socket_open_times[1] - killed_ms) / 1000 for c in calls if len(c.socket_open_times) >= 2]
-    await a.start(http)
+    killed_ms = now_ms()
+    open_gate(calls, 1)  # emitted after the owner died: only a standby can hear them
+    await asyncio.sleep(TTL_S + 3)
+    open_gate(calls, 2)
     out = await outcome(http, b.url, calls)
-    out.update(calls=n, resumed=len(waits), resume_p50_s=percentile(waits, 50), resume_p95_s=percentile(waits, 95))
+    waits = takeover_s(calls, killed_ms)
+    heard = [
+        (min(t for t in c.response_create_times if t > killed_ms) - killed_ms) / 1000
+        for c in calls
+        if any(t > killed_ms for t in c.response_create_times)
+    ]
+    out.update(
+        resumed=sum(1 for c in calls if any(t > killed_ms for t in c.response_create_times) or c.output_times),
+        takeover_p50_s=percentile(waits, 50),
+        takeover_p95_s=percentile(waits, 95),
+        heard_again_p95_s=percentile(heard, 95),
+        sockets_per_call=round(sum(c.socket_opens for c in calls) / len(calls), 2),
+    )
+    await a.start(http)
     return out
 
 
 async def scenario_single(
     sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
 ) -> dict[str, Any]:
-    """One replica only (b stopped): SIGTERM while its calls use tools; no peer to hand to."""
+    """One replica only (b stopped): SIGTERM while a function call is in flight on every call."""
     await b.stop(signal.SIGTERM)
     await a.stop(signal.SIGTERM)
     a.env["SHUTDOWN_GRACE_SECONDS"] = "120"  # longer than a call: nothing should need cutting
     await a.start(http)
     calls = await place(sim, http, env, [a.url], n, ramp=2.0)
-    await asyncio.sleep(3.0)
+    await all_held(calls, 1)
     t0 = time.monotonic()
-    rc = await a.stop(signal.SIGTERM)
+    open_gate(calls, 1)
+    stopping = asyncio.ensure_future(a.stop(signal.SIGTERM))
+    await asyncio.sleep(0.5)
+    open_gate(calls, 2)
+    rc = await stopping
     stopped_s = time.monotonic() - t0
-    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
     await a.start(http)
     out = await outcome(http, a.url, calls)
-    out.update(
-        calls=n,
-        completed=sum(1 for c in calls if c.end_reason == "caller hung up"),
-        exit_code=rc,
-        stop_s=round(stopped_s, 1),
-    )
+    out.update(exit_code=rc, stop_s=round(stopped_s, 1))
     await b.start(http)
     return out
+
+
+async def scenario_late_accept(
+    sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
+) -> dict[str, Any]:
+    calls = await place(sim, http, env, [a.url, b.url], n, ramp=2.0, accept_after_s=1.0)
+    for gate in (1, 2):
+        await all_held(calls, gate)
+        open_gate(calls, gate)
+    return await outcome(http, a.url, calls)
 
 
 async def scenario_duplicates(
     sim: Simulator, http: aiohttp.ClientSession, env: dict[str, str], a: Replica, b: Replica, n: int
 ) -> dict[str, Any]:
     calls = await place(sim, http, env, [a.url, b.url], n, ramp=2.0, duplicate=True)
-    await asyncio.wait_for(asyncio.gather(*(c.ended.wait() for c in calls)), 300)
+    for gate in (1, 2):
+        await all_held(calls, gate)
+        open_gate(calls, gate)
     out = await outcome(http, a.url, calls)
-    out.update(calls=n, run_twice=sum(1 for c in calls if c.socket_opens > 1) + out["tools_twice"])
+    out.update(acted_twice=sum(1 for c in calls if c.acting_sockets > 1))
     return out
 
 
@@ -253,11 +314,15 @@ async def main(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                 await a.start(http)
                 await b.start(http)
-                results["rolling restart"] = await scenario_rolling(sim, http, env, a, b, args.calls)
-                results["SIGKILL one replica"] = await scenario_kill(sim, http, env, a, b, args.calls)
-                results["duplicate hand-offs"] = await scenario_duplicates(sim, http, env, a, b, args.calls)
-                single = max(1, args.calls // 2)
-                results["SIGTERM, 1 replica"] = await scenario_single(sim, http, env, a, b, single)
+                n = args.calls
+                results["rolling restart (SIGTERM), 2 replicas"] = await scenario_rolling(sim, http, env, a, b, n)
+                results["SIGKILL owner, standby on"] = await scenario_kill(sim, http, env, a, b, n, standby=True)
+                results["SIGKILL owner, standby off"] = await scenario_kill(sim, http, env, a, b, n, standby=False)
+                for r in (a, b):
+                    r.env["STANDBY"] = "true"
+                results["SIGTERM, 1 replica"] = await scenario_single(sim, http, env, a, b, max(1, n // 2))
+                results["socket 404 until the accept"] = await scenario_late_accept(sim, http, env, a, b, n)
+                results["duplicate hand-offs"] = await scenario_duplicates(sim, http, env, a, b, n)
                 for r in (a, b):
                     await r.stop(signal.SIGTERM)
         finally:
@@ -267,16 +332,22 @@ async def main(args: argparse.Namespace) -> None:
             await runner.cleanup()
     finally:
         azurite.stop()
-    print(f"standard scenario, time scale {args.time_scale}, lease TTL {TTL}s, 2 replicas, {args.calls} calls each")
-    for name, figures in results.items():
-        print(
-            f"{name:22} | "
-            + " | ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
-        )
     print(
-        "targets: rolling restart cut=0, turns lost/doubled=0, unanswered=0, answered_twice=0; SIGKILL resume_p95_s "
-        "<= 5; duplicates run_twice=0; SIGTERM with 1 replica: completed=calls, unanswered=0; every call greeted "
-        "with early_sockets=0 (the simulator refuses a socket before the accept with 404)"
+        f"{SCENARIO} scenario, time scale {args.time_scale}, lease TTL {TTL}s, 2 replicas unless named; "
+        "strict simulator: events fan out to every socket and are dropped while none is attached"
+    )
+    keys_seen: list[str] = []
+    for figures in results.values():
+        keys_seen += [k for k in figures if k not in keys_seen]
+    print("| scenario | " + " | ".join(keys_seen) + " |")
+    print("|---|" + "---|" * len(keys_seen))
+    for name, figures in results.items():
+        cells = [figures.get(k, "") for k in keys_seen]
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in cells) + " |")
+    print(
+        "targets: SIGTERM rows kept=calls, unanswered=0, answered_twice=0, turns_lost=0; SIGKILL standby on: "
+        f"kept=calls, takeover_p95_s<=1, unanswered=0, answered_twice=0; standby off: resumed=calls, "
+        f"heard_again_p95_s<={TTL_S + 1:.0f}; 404 row: greeted=calls, early_sockets=0; duplicates: acted_twice=0"
     )
 
 
