@@ -287,6 +287,31 @@ async def scenario_duplicates(
     return out
 
 
+async def run_scenarios(
+    sim: Simulator,
+    http: aiohttp.ClientSession,
+    env: dict[str, str],
+    a: Replica,
+    b: Replica,
+    args: argparse.Namespace,
+    results: dict[str, dict[str, Any]],
+) -> None:
+    n = args.calls
+    plan: list[tuple[str, str, Any]] = [
+        ("rolling", "rolling restart (SIGTERM), 2 replicas", lambda: scenario_rolling(sim, http, env, a, b, n)),
+        ("kill", "SIGKILL owner, standby on", lambda: scenario_kill(sim, http, env, a, b, n, standby=True)),
+        ("kill-nostandby", "SIGKILL owner, standby off", lambda: scenario_kill(sim, http, env, a, b, n, standby=False)),
+        ("single", "SIGTERM, 1 replica", lambda: scenario_single(sim, http, env, a, b, max(1, n // 2))),
+        ("late-accept", "socket 404 until the accept", lambda: scenario_late_accept(sim, http, env, a, b, n)),
+        ("duplicates", "duplicate hand-offs", lambda: scenario_duplicates(sim, http, env, a, b, n)),
+    ]
+    for key, name, run in plan:
+        if not args.only or key in args.only:
+            results[name] = await run()
+        for r in (a, b):
+            r.env["STANDBY"] = "true"
+
+
 async def main(args: argparse.Namespace) -> None:
     azurite = start_azurite()
     results: dict[str, dict[str, Any]] = {}
@@ -314,15 +339,7 @@ async def main(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
                 await a.start(http)
                 await b.start(http)
-                n = args.calls
-                results["rolling restart (SIGTERM), 2 replicas"] = await scenario_rolling(sim, http, env, a, b, n)
-                results["SIGKILL owner, standby on"] = await scenario_kill(sim, http, env, a, b, n, standby=True)
-                results["SIGKILL owner, standby off"] = await scenario_kill(sim, http, env, a, b, n, standby=False)
-                for r in (a, b):
-                    r.env["STANDBY"] = "true"
-                results["SIGTERM, 1 replica"] = await scenario_single(sim, http, env, a, b, max(1, n // 2))
-                results["socket 404 until the accept"] = await scenario_late_accept(sim, http, env, a, b, n)
-                results["duplicate hand-offs"] = await scenario_duplicates(sim, http, env, a, b, n)
+                await run_scenarios(sim, http, env, a, b, args, results)
                 for r in (a, b):
                     await r.stop(signal.SIGTERM)
         finally:
@@ -355,4 +372,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--time-scale", type=float, default=2.0)
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help="rolling kill kill-nostandby single late-accept duplicates (default: all)",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -137,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
                 print("writer:", {k: store1[k] - store0[k] for k in store1 if isinstance(store1[k], int)})
             scenario = load_scenario("standard")
             # Real-pacing length of one call: what the scenario scripts, measured at this time scale.
-            call_minutes = sum(_real_minutes(c.marks, args.time_scale) for c in calls)
+            call_minutes = sum(real_minutes(c.marks, args.time_scale) for c in calls)
             rows += [
                 ("baseline: GET /healthz p50 (ms)", base_ms, "", 1.0),
                 ("GET /api/stats p50 (ms)", percentile(stats, 50) or 0, "", None),
@@ -184,7 +184,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{name:40} | {value:9.2f} | {target:>8} | {'' if ratio is None else f'{ratio:10.1f}':>10}")
 
 
-def _real_minutes(marks: dict[str, float], scale: float) -> float:
+def real_minutes(marks: dict[str, float], scale: float) -> float:
     start, end = marks.get("accept"), marks.get("ended")
     if start is None or end is None:
         return 0.0

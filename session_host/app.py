@@ -40,6 +40,7 @@ from session_host.session import SessionOptions
 from session_host.sign_in import SignInLimiter
 
 log = logging.getLogger("session_host")
+SUSPICION_POLL_S = 0.05
 
 
 async def _sweep_forever(app: web.Application) -> None:
@@ -61,14 +62,21 @@ async def _sweep_forever(app: web.Application) -> None:
         lambda lease: _resume(app, lease),
         standbys,
     )
+    loop = asyncio.get_running_loop()
+    last_full = 0.0
     while True:
+        # While a followed call waits for its owner's answer, look at the owners every 50 ms: a
+        # dead one is then taken over as soon as its heartbeat is stale, not a sweep later.
+        suspicious = any(f.overdue() for f in registry.followers.values())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timing.sweep_s)
+            await asyncio.wait_for(wake.wait(), SUSPICION_POLL_S if suspicious else timing.sweep_s)
         wake.clear()
         if not registry.accepting:
             continue
+        quick = loop.time() - last_full < timing.sweep_s
+        last_full = last_full if quick else loop.time()
         try:
-            await sweeper.sweep()
+            await sweeper.sweep(quick=quick)
         except Exception as exc:  # the store may be down; try again next sweep
             if (skipped := app[keys.THROTTLE].due("sweep")) is not None:
                 log.warning(
@@ -115,7 +123,7 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     if follower is not None:
         # Its socket has heard everything: nothing to re-engage, and it answers at once what the
         # previous owner left unanswered.
-        follower.promote(keeper, record, record.messageCount)
+        follower.promote(keeper, record, record.messageCount, offered=lease.offered)
         return
     session = session_for(
         app,

@@ -23,7 +23,7 @@ log = logging.getLogger("session_host.ownership")
 FORGET_AFTER_MS = 15 * 60 * 1000  # a dead replica's heartbeat is dropped this long after it owned nothing
 # While a standby follows one of its calls, a replica beats at least this often, so the standby can
 # tell a dead owner from a live one within a second (three missed beats) instead of a whole TTL.
-QUICK_BEAT_S = 0.25
+QUICK_BEAT_S = 0.2
 
 
 @dataclass(slots=True)
@@ -269,12 +269,14 @@ class Sweeper:
     peers: list[str] = field(default_factory=list)  # alive, not draining, not us
     _cleared: dict[str, str] = field(default_factory=dict)  # dead replica -> heartbeat ETag seen owning nothing
 
-    async def sweep(self) -> int:
+    async def sweep(self, *, quick: bool = False) -> int:
+        """One pass. `quick`: only look for dead or stale owners (a followed call waits for an
+        answer, so this runs many times a second until the owner answers or is taken over)."""
         taken = 0
         beats = await leases.beats(self.tables)
         self.peers = sorted(b.replica for b in beats if b.alive and not b.draining and b.replica != self.replica)
         sb = self.standbys if self.standbys is not None and self.standbys.enabled else None
-        if sb is not None:
+        if sb is not None and not quick:
             await sb.follow(await leases.standing_by(self.tables, self.replica))
         for peer in beats:
             if peer.replica == self.replica:
@@ -282,7 +284,7 @@ class Sweeper:
             if self.room() <= 0:
                 break
             taken += await self._sweep_peer(peer, sb)
-        if sb is not None:
+        if sb is not None and not quick:
             await self._name_standbys(sb)
         return taken
 

@@ -248,7 +248,7 @@ class CallSession:
         if self.on_finish is not None:
             await self.on_finish(self)
 
-    def promote(self, keeper: LeaseKeeper, record: CallRecord, turns: int) -> None:
+    def promote(self, keeper: LeaseKeeper, record: CallRecord, turns: int, *, offered: bool) -> None:
         """Take the call over from its owner: act on the socket that is already listening,
         and answer at once what the owner left unanswered."""
         self.following = False
@@ -263,6 +263,10 @@ class CallSession:
             self._start_acting(ws)
         else:
             self._reengage = True  # between sockets: the next one re-engages the caller
+        if not offered:
+            # Taken from a dead (or frozen) owner, which never claims answers and holds them
+            # while its heartbeat is stale (the fence): a claim here would only add a round trip.
+            self._claim_until = 0.0
         if self.unanswered:
             calls = [(c, n, a) for c, (n, a, _) in self.unanswered.items()]
             pending = PendingResponse("takeover", done=True, calls=calls)

@@ -67,12 +67,15 @@ class TableOps:
         self.client = client
         self._store = store
         self.on_recreated: Callable[[str], None] | None = None
+        self.requests = 0  # every operation through this table (a transaction or a query is one)
 
     @property
     def table_name(self) -> str:
         return str(self.client.table_name)
 
     async def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        self.requests += 1
+
         async def attempt() -> T:
             try:
                 return await make()
@@ -177,6 +180,10 @@ class Tables:
 
     def all(self) -> tuple[TableOps, ...]:
         return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions, self.profiles)
+
+    def requests(self) -> int:
+        """Table requests this process made, of every kind (heartbeats and leases included)."""
+        return sum(ops.requests for ops in self.all())
 
     def _bump(self, table_name: str) -> None:
         self.generations[table_name] = self.generations.get(table_name, 0) + 1
