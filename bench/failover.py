@@ -68,12 +68,10 @@ class Replica:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, http: aiohttp.ClientSession) -> None:
+        logs = os.environ.get("BENCH_LOG_DIR")  # keep each replica's log there (appended)
+        out = open(f"{logs}/{self.name}.log", "ab") if logs else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "session_host"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "session_host"], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
         )
         await wait_healthy(http, self.url, timeout=20)
 
@@ -131,8 +129,13 @@ async def place(
 
 
 async def transcript_len(http: aiohttp.ClientSession, url: str, call_id: str) -> int:
-    async with http.get(f"{url}/api/calls/{call_id}/transcript") as resp:
-        return int((await resp.json())["count"]) if resp.status == 200 else -1
+    """Stored turns of the call; a replica that just started may answer 503 for a moment."""
+    for _ in range(50):
+        async with http.get(f"{url}/api/calls/{call_id}/transcript") as resp:
+            if resp.status == 200:
+                return int((await resp.json())["count"])
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"transcript of {call_id} unreadable")
 
 
 async def all_held(calls: list[SimCall], gate: int, *, standby: bool = False, timeout: float = 120) -> None:

@@ -28,6 +28,7 @@ class Deployed:
     sim: Simulator
     host_url: str
     env: dict[str, str]
+    pids: list[int]  # the webhook app's and the session host's processes
 
 
 @asynccontextmanager
@@ -64,7 +65,7 @@ async def deployed(
         async with aiohttp.ClientSession() as http:
             for port in (fn_port, host_port):
                 await wait_healthy(http, f"http://127.0.0.1:{port}")
-        yield Deployed(app[SIM], host_url, env)
+        yield Deployed(app[SIM], host_url, env, [p.pid for p in procs])
     finally:
         for proc in procs:
             proc.terminate()

@@ -393,9 +393,13 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
                 if 400 <= resp.status < 500 and resp.status != 429:
                     log.error("hand-off refused (%s); not retried", resp.status, extra=extra)
                     return f"hand-off refused by the session host ({resp.status})"
-                # 503 = that replica is full; the next try may reach another one behind the URL.
-                full = full + 1 if resp.status == 503 else 0
+                # 503 = that replica is full (or cannot beat); the next try may reach another one
+                # behind the URL, so try again at once: overload is refused fast, not slowly.
                 log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)
+                if resp.status == 503:
+                    full += 1
+                    continue
+                full = 0
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("hand-off failed: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
         await asyncio.sleep(min(0.05 * attempt, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,243 @@
+"""This project against the original implementation, side by side, in one run.
+
+    .venv/bin/python -m bench.versus_seed --calls 1 200 1000
+
+For each N, the same N standard-scenario calls (greeting, two tool turns, goodbye; all arriving at
+once) are placed by this project's simulator, first against the original service (started with
+`../shared/seed/run-seed.sh`: its unmodified source under Bun), then against this project (its
+webhook app and session host processes, on Azurite). Both get the OpenAI dialect (Bearer auth).
+Per N: calls served, webhook -> accept and webhook -> greeting request p50/p95, tool round trip
+p50/p99 (function call sent -> output and response.create back), CPU ms per call of the system's
+own processes (Azurite, the simulator and this harness are not counted) and RSS growth per call
+(peak minus idle, summed over those processes), each with its ratio to the original.
+Then, with MAX_CALLS_PER_REPLICA=100 and 200 calls at once: how fast the 100 extra calls are
+refused busy (webhook -> SIP rejection), and how the 100 admitted ones fare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bench.procs import deployed
+from callplane.clock import percentile
+from simulator.azurite import free_port, start_azurite
+from simulator.calls import SimCall
+from simulator.load import place_and_wait
+from simulator.readiness import wait_healthy
+from simulator.server import SIM, Simulator, create_app
+from tests.stack import make_env, sim_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT.parent / "shared" / "seed" / "run-seed.sh"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def usage(pids: list[int]) -> tuple[float, int]:
+    """CPU seconds and RSS bytes of these processes and their descendants."""
+    cpu, rss = 0.0, 0
+    for root in pids:
+        for pid in _tree(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / TICK
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
+            except (OSError, IndexError, ValueError):
+                continue
+    return cpu, rss
+
+
+async def measured(sim: Simulator, pids: list[int], n: int, timeout_s: float) -> dict[str, Any]:
+    await asyncio.sleep(1.0)  # settle: idle figures
+    cpu0, rss0 = usage(pids)
+    peak = rss0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, usage(pids)[1])
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample())
+    calls, wall = await place_and_wait(sim, "standard", n, n, timeout_s)
+    done.set()
+    await sampler
+    await asyncio.sleep(1.0)  # the last writes after the calls end are part of the cost
+    cpu1, _ = usage(pids)
+    return figures(calls, wall, (cpu1 - cpu0) * 1000 / n, (peak - rss0) / n)
+
+
+def figures(calls: list[SimCall], wall: float, cpu_ms: float, rss_per_call: float) -> dict[str, Any]:
+    def spans(key: str) -> list[float]:
+        return [v for c in calls if (v := c.summary()[key]) is not None]
+
+    accept, greet = spans("webhookToAcceptMs"), spans("webhookToGreetingRequestMs")
+    tools = [x for c in calls for x in c.tool_round_trips]
+    return {
+        "served": sum(1 for c in calls if c.end_reason == "caller hung up" and len(c.tool_round_trips) == 2),
+        "calls": len(calls),
+        "wall_s": wall,
+        "accept_p50": percentile(accept, 50),
+        "accept_p95": percentile(accept, 95),
+        "greet_p50": percentile(greet, 50),
+        "greet_p95": percentile(greet, 95),
+        "tool_p50": percentile(tools, 50),
+        "tool_p99": percentile(tools, 99),
+        "cpu_ms_per_call": cpu_ms,
+        "rss_kb_per_call": rss_per_call / 1024,
+    }
+
+
+async def with_simulator(env: dict[str, str], webhook_url: str, time_scale: float) -> tuple[web.AppRunner, Simulator]:
+    app = create_app(sim_config(env, time_scale=time_scale, webhook_url=webhook_url, webhook_retries=1))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(env["SIMULATOR_PORT"])).start()
+    return runner, app[SIM]
+
+
+async def run_seed(conn: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    sim_port, port = free_port(), free_port()
+    env = make_env(conn, sim_port=sim_port, fn_port=free_port(), host_port=free_port(), dialect="openai")
+    runner, sim = await with_simulator(env, f"http://127.0.0.1:{port}/openai/webhook", args.time_scale)
+    proc = subprocess.Popen(
+        ["bash", str(SEED), str(port), env["OPENAI_BASE"], env["OPENAI_WEBHOOK_SECRET"]],
+        env={**os.environ, "OPENAI_API_KEY": env["OPENAI_API_KEY"]},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_healthy(http, f"http://127.0.0.1:{port}", timeout=300)  # first use installs Bun
+        return await measured(sim, [proc.pid], n, args.timeout)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+        await runner.cleanup()
+
+
+async def run_ours(conn: str, n: int, args: argparse.Namespace, **extra: str) -> dict[str, Any]:
+    async with deployed(
+        conn, time_scale=args.time_scale, dialect="openai", MAX_CALLS_PER_REPLICA=str(max(n, 1)), **extra
+    ) as sut:
+        return await measured(sut.sim, sut.pids, n, args.timeout)
+
+
+async def run_overload(conn: str, args: argparse.Namespace) -> dict[str, Any]:
+    """200 calls at once on a replica that takes 100: the extra ones must be refused in < 100 ms."""
+    async with deployed(conn, time_scale=args.time_scale, dialect="openai", MAX_CALLS_PER_REPLICA="100") as sut:
+        await asyncio.sleep(1.0)
+        calls, wall = await place_and_wait(sut.sim, "standard", 200, 200, args.timeout)
+    refused = [c for c in calls if c.rejected_with is not None]
+    refuse_ms = [c.marks["ended"] - c.marks["webhook_sent"] for c in refused if "ended" in c.marks]
+    admitted = figures([c for c in calls if c.rejected_with is None], wall, 0.0, 0.0)
+    return {
+        "refused": len(refused),
+        "refused_486": sum(1 for c in refused if c.rejected_with == 486),
+        "refuse_p50_ms": percentile(refuse_ms, 50),
+        "refuse_p95_ms": percentile(refuse_ms, 95),
+        "refuse_max_ms": max(refuse_ms) if refuse_ms else None,
+        "admitted_served": admitted["served"],
+        "admitted_greet_p95": admitted["greet_p95"],
+    }
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.1f}" if isinstance(v, float) else str(v)
+
+
+ROWS = [
+    ("calls served", "served", None),
+    ("webhook -> accept p50 (ms)", "accept_p50", "lower"),
+    ("webhook -> accept p95 (ms)", "accept_p95", "lower"),
+    ("webhook -> greeting p50 (ms)", "greet_p50", "lower"),
+    ("webhook -> greeting p95 (ms)", "greet_p95", "lower"),
+    ("tool round trip p50 (ms)", "tool_p50", "lower"),
+    ("tool round trip p99 (ms)", "tool_p99", "lower"),
+    ("CPU per call (ms)", "cpu_ms_per_call", "lower"),
+    ("RSS growth per call (KB)", "rss_kb_per_call", "lower"),
+]
+
+
+def print_table(n: int, seed: dict[str, Any], ours: dict[str, Any]) -> None:
+    print(f"\n{n} simultaneous calls (standard scenario, time scale {ARGS.time_scale})")
+    print("| metric | original (Bun) | this project | ratio (ours / original) |")
+    print("|---|---|---|---|")
+    for label, key, _ in ROWS:
+        a, b = seed.get(key), ours.get(key)
+        ratio = f"{b / a:.2f}x" if isinstance(a, float | int) and isinstance(b, float | int) and a else "-"
+        if key == "served":
+            a, b, ratio = f"{a}/{seed['calls']}", f"{b}/{ours['calls']}", ""
+        print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+
+
+ARGS = argparse.Namespace(time_scale=1.0)
+
+
+async def main(args: argparse.Namespace) -> None:
+    azurite = start_azurite()
+    results: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    overload: dict[str, Any] | None = None
+    try:
+        for n in args.calls:
+            seed = await run_seed(azurite.connection_string, n, args)
+            ours = await run_ours(azurite.connection_string, n, args)
+            results.append((n, seed, ours))
+            print_table(n, seed, ours)
+        if args.overload:
+            overload = await run_overload(azurite.connection_string, args)
+    finally:
+        azurite.stop()
+    print("\n# summary (command: python -m bench.versus_seed --calls " + " ".join(map(str, args.calls)) + ")")
+    for n, seed, ours in results:
+        print_table(n, seed, ours)
+    if overload is not None:
+        print("\nMAX_CALLS_PER_REPLICA=100, 200 calls at once (target: every extra call refused busy in < 100 ms)")
+        for k, v in overload.items():
+            print(f"| {k} | {fmt(v)} |")
+    print(
+        "\ntargets at 200 and 1,000: all served; greeting p95 <= original; tool p99 <= original; "
+        "CPU per call <= 2x original; RSS per call <= original"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 200, 1000])
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--no-overload", dest="overload", action="store_false")
+    ARGS = parser.parse_args()
+    asyncio.run(main(ARGS))
