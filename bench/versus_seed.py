@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.versus_seed --calls 1 200 1000
 
-For each N, the same N standard-scenario calls (greeting, two tool turns, goodbye; all arriving at
-once) are placed by this project's simulator, first against the original service (started with
+For each N, the same N `versus`-scenario calls (greeting, two tool turns with tools and arguments
+both implementations take, goodbye; all arriving at once) are placed by this project's simulator, first against the original service (started with
 `../shared/seed/run-seed.sh`: its unmodified source under Bun), then against this project (its
 webhook app and session host processes, on Azurite). Both get the OpenAI dialect (Bearer auth).
 Per N: calls served, webhook -> accept and webhook -> greeting request p50/p95, tool round trip
@@ -39,6 +39,7 @@ from tests.stack import make_env, sim_config
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT.parent / "shared" / "seed" / "run-seed.sh"
 TICK = os.sysconf("SC_CLK_TCK")
+SCENARIO = "versus"  # tools and arguments both implementations take
 
 
 def _tree(pid: int) -> list[int]:
@@ -88,7 +89,7 @@ async def measured(sim: Simulator, pids: list[int], n: int, timeout_s: float) ->
             await asyncio.sleep(0.25)
 
     sampler = asyncio.create_task(sample())
-    calls, wall = await place_and_wait(sim, "standard", n, n, timeout_s)
+    calls, wall = await place_and_wait(sim, SCENARIO, n, n, timeout_s)
     done.set()
     await sampler
     await asyncio.sleep(1.0)  # the last writes after the calls end are part of the cost
@@ -157,7 +158,7 @@ async def run_overload(conn: str, args: argparse.Namespace) -> dict[str, Any]:
     """200 calls at once on a replica that takes 100: the extra ones must be refused in < 100 ms."""
     async with deployed(conn, time_scale=args.time_scale, dialect="openai", MAX_CALLS_PER_REPLICA="100") as sut:
         await asyncio.sleep(1.0)
-        calls, wall = await place_and_wait(sut.sim, "standard", 200, 200, args.timeout)
+        calls, wall = await place_and_wait(sut.sim, SCENARIO, 200, 200, args.timeout)
     refused = [c for c in calls if c.rejected_with is not None]
     refuse_ms = [c.marks["ended"] - c.marks["webhook_sent"] for c in refused if "ended" in c.marks]
     admitted = figures([c for c in calls if c.rejected_with is None], wall, 0.0, 0.0)
@@ -192,7 +193,7 @@ ROWS = [
 
 
 def print_table(n: int, seed: dict[str, Any], ours: dict[str, Any]) -> None:
-    print(f"\n{n} simultaneous calls (standard scenario, time scale {ARGS.time_scale})")
+    print(f"\n{n} simultaneous calls ({SCENARIO} scenario, time scale {ARGS.time_scale})")
     print("| metric | original (Bun) | this project | ratio (ours / original) |")
     print("|---|---|---|---|")
     for label, key, _ in ROWS:

@@ -33,6 +33,7 @@ COVERED = set(TOOL_SCENARIOS) | {
     "blocked_caller",
     "talk_over_disclosure",  # tests/test_profile_line.py
     "tool_at_stop",  # tests/test_standby.py
+    "versus",
 }
 
 
@@ -63,6 +64,14 @@ async def test_tool_scenarios(conn: str, scenario: str) -> None:
     assert call["status"] == "completed"
     assert len(summary["toolRoundTripsMs"]) == 1
     assert any(t["speaker"] == "assistant" and t["text"] for t in transcript)
+
+
+async def test_versus_scenario_runs_both_tools(conn: str) -> None:
+    """The side-by-side benchmark's scenario: tools and arguments the original also takes."""
+    summary, call, _ = await run(conn, "versus")
+    assert summary["errorsSent"] == [] and len(summary["toolRoundTripsMs"]) == 2
+    assert [t["name"] for t in call["toolCalls"]] == ["get_weather", "search_products"]
+    assert all(t["success"] for t in call["toolCalls"]) and call["status"] == "completed"
 
 
 async def test_handoff_with_target_refers_and_marks_transferred(conn: str) -> None:
