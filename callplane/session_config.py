@@ -77,6 +77,13 @@ def session_config(
     return config
 
 
+def interruptible(update: dict[str, Any], on: bool) -> dict[str, Any]:
+    """`update` with the caller's speech allowed (or not) to cut the assistant's response."""
+    turn = update["session"]["audio"]["input"]["turn_detection"]
+    turn["interrupt_response"] = on
+    return update
+
+
 def accept_body(
     settings: Settings, voice_mode: VoiceMode = VoiceMode.AUDIO_OUTPUT, chosen: ChosenProfile | None = None
 ) -> dict[str, Any]:

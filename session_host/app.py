@@ -30,7 +30,7 @@ from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
 from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
-from session_host import api, auth, dashboard, keys, profiles_api
+from session_host import api, auth, dashboard, keys, profiles_api, session_standby
 from session_host.handoff_routes import accept_outcome, session_for, take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
@@ -52,7 +52,9 @@ async def _sweep_forever(app: web.Application) -> None:
         timing,
         local=lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},
         follow=lambda standing: _follow(app, standing),
-        overdue=lambda owner: any(f.followed_owner == owner and f.overdue() for f in registry.followers.values()),
+        overdue=lambda owner: any(
+            f.followed_owner == owner and session_standby.overdue(f) for f in registry.followers.values()
+        ),
         enabled=settings.standby,
     )
     sweeper = Sweeper(
@@ -67,7 +69,7 @@ async def _sweep_forever(app: web.Application) -> None:
     while True:
         # While a followed call waits for its owner's answer, look at the owners every 50 ms: a
         # dead one is then taken over as soon as its heartbeat is stale, not a sweep later.
-        suspicious = any(f.overdue() for f in registry.followers.values())
+        suspicious = any(session_standby.overdue(f) for f in registry.followers.values())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), SUSPICION_POLL_S if suspicious else timing.sweep_s)
         wake.clear()
@@ -123,7 +125,7 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     if follower is not None:
         # Its socket has heard everything: nothing to re-engage, and it answers at once what the
         # previous owner left unanswered.
-        follower.promote(keeper, record, record.messageCount, offered=lease.offered)
+        session_standby.promote(follower, keeper, record, record.messageCount, offered=lease.offered)
         return
     session = session_for(
         app,

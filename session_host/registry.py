@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from session_host.session import CallSession
+from session_host.session_guards import wrap_up
 
 log = logging.getLogger("session_host.registry")
 
@@ -94,7 +95,7 @@ class CallRegistry:
         if await self.wait_idle(max(0.0, grace - wrap_up_before)):
             return
         await asyncio.gather(
-            *(s.wrap_up("replica shutting down") for s in list(self.sessions.values())), return_exceptions=True
+            *(wrap_up(s, "replica shutting down") for s in list(self.sessions.values())), return_exceptions=True
         )
         await self.wait_idle(wrap_up_before)
 

@@ -7,7 +7,6 @@ starts tracked tasks (tools, hang-ups); it never waits on storage, which is writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -16,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from azure.core.exceptions import AzureError
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -25,26 +23,29 @@ from callplane.call_control import CallControl, socket_url
 from callplane.clock import now_ms
 from callplane.handoff import AcceptOutcome, HandoffRequest
 from callplane.profiles import ChosenProfile, chosen_of
-from callplane.session_config import VoiceMode, disclosure_request, greeting_request, session_update, without
+from callplane.session_config import (
+    VoiceMode,
+    disclosure_request,
+    greeting_request,
+    interruptible,
+    session_update,
+    without,
+)
 from callplane.settings import Settings
-from callplane.store import leases
 from callplane.store.models import CallRecord, CallStatus
 from callplane.store.rollups import call_started
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
 from callplane.tools import Action
-from session_host import session_events, session_guards, session_record, session_tools
+from session_host import session_accept, session_events, session_guards, session_record, session_tools
 from session_host.call_state import DISCLOSING, Event, PendingResponse, SessionOptions
 from session_host.ownership import LeaseKeeper
+from session_host.session_standby import FOLLOWER_EVENTS
 
 __all__ = ["CallGone", "CallSession", "NotYetAccepted", "SessionOptions"]
 log = logging.getLogger("session_host.session")
 
 CLAIM_WINDOW_S = 10.0  # after a takeover: long enough for the previous owner to notice it lost the call
-# Behind an ingress the Function App's word on the accept reaches the owner only sometimes (with
-# two replicas, half the time); otherwise the owner finds it in the store within this long.
-OUTCOME_POLL_S = 0.2
-FOLLOWER_EVENTS = ("conversation.item.added", "conversation.item.done", "conversation.item.created")
 
 
 class CallGone(Exception):
@@ -53,13 +54,6 @@ class CallGone(Exception):
 
 class NotYetAccepted(Exception):
     """The upgrade was refused because the accept has not landed yet (the hand-off comes first)."""
-
-
-def interruptible(update: Event, on: bool) -> Event:
-    """`update` with the caller's speech allowed (or not) to cut the assistant's response."""
-    turn = update["session"]["audio"]["input"]["turn_detection"]
-    turn["interrupt_response"] = on
-    return update
 
 
 def default_transfer(chosen: ChosenProfile | None, settings: Settings) -> str:
@@ -217,7 +211,7 @@ class CallSession:
         # "completed", which would claim the caller hung up.
         status, reason = CallStatus.FAILED, "session host stopped before the call ended"
         try:
-            refused = None if self.resumed is not None else await self._wait_for_accept()
+            refused = None if self.resumed is not None else await session_accept.wait_for_accept(self)
             status, reason = refused or await self._connect_until_end()
         finally:
             await self._finish(status, reason)
@@ -248,69 +242,10 @@ class CallSession:
         if self.on_finish is not None:
             await self.on_finish(self)
 
-    def promote(self, keeper: LeaseKeeper, record: CallRecord, turns: int, *, offered: bool) -> None:
-        """Take the call over from its owner: act on the socket that is already listening,
-        and answer at once what the owner left unanswered."""
-        self.following = False
-        for etype in FOLLOWER_EVENTS:
-            self._handlers.pop(etype, None)
-        self.keeper = keeper
-        self.resumed = record
-        self._go_on_from(record, turns)
-        self.writer.put_live(self.call)
-        ws = self._ws
-        if ws is not None and not ws.closed:
-            self._start_acting(ws)
-        else:
-            self._reengage = True  # between sockets: the next one re-engages the caller
-        if not offered:
-            # Taken from a dead (or frozen) owner, which never claims answers and holds them
-            # while its heartbeat is stale (the fence): a claim here would only add a round trip.
-            self._claim_until = 0.0
-        if self.unanswered:
-            calls = [(c, n, a) for c, (n, a, _) in self.unanswered.items()]
-            pending = PendingResponse("takeover", done=True, calls=calls)
-            self.unanswered.clear()
-            self._spawn(session_tools.run_tools(self, pending), "takeover-tools")
-        log.info("took the call over from its standby socket", extra=self.extra)
-
     def accept_outcome(self, outcome: AcceptOutcome) -> None:
         """The Function App's word on the accept (delivered by the hand-off route)."""
         self._outcome = outcome
         self._outcome_changed.set()
-
-    async def _wait_for_accept(self) -> tuple[CallStatus, str] | None:
-        """A reserved call opens its socket only once the accept has landed: None then. A refused
-        accept ends the reservation here: its status and reason. When no word comes (the
-        Function App died, or its word went to another replica and the store cannot say), the
-        socket is tried once the wait runs out: the service's answer settles it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.opts.accept_wait_s
-        while loop.time() < deadline:
-            try:
-                await asyncio.wait_for(
-                    self._outcome_changed.wait(), min(OUTCOME_POLL_S, max(0.0, deadline - loop.time()))
-                )
-            except TimeoutError:
-                if self.keeper is not None:  # the word may have reached another replica
-                    with contextlib.suppress(AzureError):
-                        stored = await leases.take_outcome(self.keeper.tables, self.req.callId)
-                        if stored is not None:
-                            self.accept_outcome(stored)
-            self._outcome_changed.clear()
-            outcome = self._outcome
-            if outcome is None:
-                continue
-            if outcome.accepted:
-                return None
-            if outcome.retrying:  # the service retries the webhook: hold the reservation longer
-                self._outcome = None
-                deadline = loop.time() + self.opts.accept_retry_wait_s
-                continue
-            log.warning("the accept failed: %s", outcome.error, extra=self.extra)
-            return CallStatus.FAILED, f"accept failed: {outcome.error or 'unknown'}"
-        log.warning("no word on the accept; trying the control socket", extra=self.extra)
-        return None
 
     async def _connect_until_end(self) -> tuple[CallStatus, str]:
         """(Re)connect the control socket until the call ends; its final status and reason."""
@@ -327,7 +262,7 @@ class CallSession:
                     continue
                 return CallStatus.FAILED, "the call was never accepted"
             except CallGone:
-                return self._gone_outcome()
+                return session_accept.gone_outcome(self)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 attempt += 1
                 log.warning("control socket failed (%s), attempt %d", type(exc).__name__, attempt, extra=self.extra)
@@ -343,17 +278,6 @@ class CallSession:
             if clean:
                 return self._end or (CallStatus.COMPLETED, "caller hung up")
             log.warning("control socket dropped; reconnecting", extra=self.extra)
-
-    def _gone_outcome(self) -> tuple[CallStatus, str]:
-        if self._end:
-            return self._end
-        if self.resumed is not None and not self._connected_once:
-            return CallStatus.FAILED, "call gone while its replica was away"
-        if self._greeted:
-            return CallStatus.FAILED, "call gone after the control socket dropped"
-        if self._outcome is None or not self._outcome.accepted:
-            return CallStatus.FAILED, "the call was never accepted"
-        return CallStatus.FAILED, "call gone before the control socket opened"
 
     async def hand_over(self, wait_s: float) -> bool:
         """SIGTERM path: store everything, offer the call to a peer, and let go once the peer's
@@ -385,11 +309,6 @@ class CallSession:
             if exc.status == 400 and not self._connected_once:
                 raise NotYetAccepted() from None
             raise
-
-    def overdue(self) -> bool:
-        """A function call heard while following has waited past the deadline for its answer."""
-        deadline = time.monotonic() - self.opts.lease.quick_beat_s
-        return any(seen <= deadline for _, _, seen in self.unanswered.values())
 
     async def _on_open(self) -> None:
         """What goes out first on a new socket: the session, then a greeting or a re-engagement."""
@@ -490,18 +409,3 @@ class CallSession:
         """Stop this replica's session without touching the call (shutdown path)."""
         if self._ws is not None:
             await self._ws.close()
-
-    async def wrap_up(self, reason: str) -> None:
-        """Say goodbye, then hang up once the goodbye has played (or after wrap_up_s)."""
-        if self._wrapping_up:
-            return
-        self._wrapping_up = True
-        log.info("wrapping up: %s", reason, extra=self.extra)
-        if self._transfer_to and reason == "realtime session time cap":
-            self._after_response = ("guard", Action.HANDOFF, reason)
-        else:
-            self._after_response = ("guard", Action.END_CALL, reason)
-        await self._send({"type": "response.create", "response": {"instructions": prompts.WRAP_UP}})
-        await asyncio.sleep(self.opts.wrap_up_s)
-        if self._after_response is not None:
-            await session_tools.do_after_response(self)

@@ -9,7 +9,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from callplane import prompts
 from callplane.profiles import SilencePolicy
+from callplane.tools import Action
+from session_host import session_tools
 
 if TYPE_CHECKING:
     from session_host.session import CallSession
@@ -33,7 +36,7 @@ async def guards(s: CallSession) -> None:
         elif now - s._last_activity >= s.opts.silence_timeout_s and not s._audio_playing:
             reason = "caller silent"
         if reason and not s._wrapping_up:
-            await s.wrap_up(reason)
+            await wrap_up(s, reason)
             return
 
 
@@ -54,3 +57,19 @@ async def reprompt_or_goodbye(s: CallSession, now: float) -> str | None:
     log.info("caller silent: re-prompt %d of %d", s._reprompts, policy.maxReprompts, extra=s.extra)
     await s._send({"type": "response.create", "response": {"instructions": policy.reprompt}})
     return None
+
+
+async def wrap_up(s: CallSession, reason: str) -> None:
+    """Say goodbye, then hang up once the goodbye has played (or after wrap_up_s)."""
+    if s._wrapping_up:
+        return
+    s._wrapping_up = True
+    log.info("wrapping up: %s", reason, extra=s.extra)
+    if s._transfer_to and reason == "realtime session time cap":
+        s._after_response = ("guard", Action.HANDOFF, reason)
+    else:
+        s._after_response = ("guard", Action.END_CALL, reason)
+    await s._send({"type": "response.create", "response": {"instructions": prompts.WRAP_UP}})
+    await asyncio.sleep(s.opts.wrap_up_s)
+    if s._after_response is not None:
+        await session_tools.do_after_response(s)
