@@ -100,7 +100,7 @@ async def service_info(request: web.Request) -> web.Response:
             # App makes one execution per webhook delivery, plus its few direct writes).
             "controlPlane": {
                 "tableRequests": app[keys.WRITER].stats.requests,
-                "allTableRequests": app[keys.TABLES].requests(),
+                "allTableRequests": app[keys.TABLES].requests() + app[keys.LANE].requests(),
                 "following": len(app[keys.REGISTRY].followers),
                 "callsEndedHere": app[keys.REGISTRY].finished,
                 "tableRequestsPerCall": round(app[keys.WRITER].stats.requests / app[keys.REGISTRY].finished, 2)

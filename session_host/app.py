@@ -58,7 +58,7 @@ async def _sweep_forever(app: web.Application) -> None:
         enabled=settings.standby,
     )
     sweeper = Sweeper(
-        app[keys.TABLES],
+        app[keys.LANE],
         app[keys.REPLICA],
         lambda: registry.capacity - len(registry),
         lambda lease: _resume(app, lease),
@@ -121,7 +121,7 @@ async def _resume(app: web.Application, lease: Lease) -> None:
     for turn in live[1] if live is not None else []:
         writer.put_turn(lease.call_id, turn)
         record.messageCount = max(record.messageCount, turn.seq)
-    keeper = LeaseKeeper(app[keys.TABLES], lease, lease.request)
+    keeper = LeaseKeeper(app[keys.LANE], lease, lease.request)
     if follower is not None:
         # Its socket has heard everything: nothing to re-engage, and it answers at once what the
         # previous owner left unanswered.
@@ -161,7 +161,7 @@ async def _end_streams(app: web.Application) -> None:
 async def _peers_alive(app: web.Application) -> bool:
     """Another replica that beats and is not draining: someone live calls can be handed to."""
     try:
-        beats = await leases.beats(app[keys.TABLES])
+        beats = await leases.beats(app[keys.LANE])
     except AzureError:
         return True  # cannot tell: offer anyway; the call stays here unless a peer takes it
     me = app[keys.REPLICA]
@@ -198,11 +198,15 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = StoreWriter(tables)
     writer.start()
     app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
+    # Ownership (leases, heartbeats, admission) gets its own lane: its requests never queue on
+    # the store thread behind the write-behind batches, and the caller waits on some of them.
+    app[keys.LANE] = open_tables(app[keys.SETTINGS], own_thread=True)
     settings = app[keys.SETTINGS]
     app[keys.PROFILES] = ProfileCache(tables.profiles, settings.realtime_voice, settings.profile_header)
     yield
     await writer.close()
     await tables.close()
+    await app[keys.LANE].close()
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -226,7 +230,7 @@ async def loop_ctx(app: web.Application) -> AsyncIterator[None]:
 async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = app[keys.REGISTRY]
     heartbeat = Heartbeat(
-        app[keys.TABLES],
+        app[keys.LANE],
         app[keys.REPLICA],
         app[keys.OPTIONS].lease,
         lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},

@@ -16,7 +16,7 @@ from callplane.bodies import read_limited
 from callplane.clock import now_ms
 from callplane.handoff import MAX_HANDOFF, AcceptOutcome, HandoffRequest
 from callplane.store import leases
-from callplane.store.models import CallStatus
+from callplane.store.calls import CallReader
 from callplane.telemetry import Telemetry
 from session_host import keys
 from session_host.ownership import LeaseKeeper
@@ -27,8 +27,7 @@ MAX_HANDOFF_AGE_MS = 60_000  # the Function App gives up after seconds; older is
 
 
 async def _ended(app: web.Application, call_id: str) -> bool:
-    call = await app[keys.READER].get_call(call_id)
-    return call is not None and call.status is not CallStatus.ACTIVE
+    return await CallReader(app[keys.LANE]).has_ended(call_id)  # on the caller's path: the fast lane
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -93,11 +92,11 @@ async def take_call(request: web.Request) -> web.Response:
         # Read the record alongside the lease (no added wait): a replayed hand-off of a call that
         # already ended must not run it again nor touch its record.
         lease, ended = await asyncio.gather(
-            leases.acquire(app[keys.TABLES], req, app[keys.REPLICA]), _ended(app, req.callId)
+            leases.acquire(app[keys.LANE], req, app[keys.REPLICA]), _ended(app, req.callId)
         )
         if ended:
             if lease is not None:
-                await leases.release(app[keys.TABLES], lease)
+                await leases.release(app[keys.LANE], lease)
             return web.json_response({"callId": req.callId, "status": "already ended"}, status=200)
         if lease is None:
             return web.json_response({"error": "call owned by another live replica"}, status=409)
@@ -109,7 +108,7 @@ async def take_call(request: web.Request) -> web.Response:
             extra={"call_id": req.callId},
         )
     session = session_for(
-        app, req, LeaseKeeper(app[keys.TABLES], lease, req), trace_context=Telemetry.extract(request.headers)
+        app, req, LeaseKeeper(app[keys.LANE], lease, req), trace_context=Telemetry.extract(request.headers)
     )
     registry.start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})
@@ -129,5 +128,5 @@ async def accept_outcome(request: web.Request) -> web.Response:
     if session is not None:
         session.accept_outcome(outcome)
         return web.json_response({"callId": outcome.callId, "status": "delivered"})
-    await leases.put_outcome(app[keys.TABLES], outcome)
+    await leases.put_outcome(app[keys.LANE], outcome)
     return web.json_response({"callId": outcome.callId, "status": "left for the owner"}, status=202)

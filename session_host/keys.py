@@ -26,6 +26,7 @@ SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 CONTROL = web.AppKey("control", CallControl)
 TABLES = web.AppKey("tables", Tables)
+LANE = web.AppKey("ownership_tables", Tables)  # the same tables on their own thread, for ownership
 WRITER = web.AppKey("writer", StoreWriter)
 READER = web.AppKey("reader", CallReader)
 REGISTRY = web.AppKey("registry", CallRegistry)

@@ -159,6 +159,14 @@ class CallReader:
                 return live[0]
         return call
 
+    async def has_ended(self, call_id: str) -> bool:
+        """Whether the call's own record says it ended: one read (an ended call always has one)."""
+        try:
+            entity = await self._t.calls.get_entity(call_id, CALL_RK, select=["status"])
+        except ResourceNotFoundError:
+            return False
+        return str(entity.get("status") or CallStatus.ACTIVE.value) != CallStatus.ACTIVE.value
+
     async def live_state(self, call_id: str) -> tuple[CallRecord, list[TranscriptTurn]] | None:
         """A live call's active row: its current record and the turns not yet in its partition."""
         try:
