@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -50,10 +51,18 @@ async def deployed(
     }
     if prepare is not None:  # e.g. seed the tables before the apps start polling them
         await prepare(env)
+    profiles = os.environ.get("BENCH_PROFILE_DIR")  # cProfile each app into that folder
+
+    def command(module: str) -> list[str]:
+        return [sys.executable, *(["-m", "cProfile", "-o", f"{profiles}/{module}.prof"] if profiles else []), "-m", module]
+
+    logs = os.environ.get("BENCH_LOG_DIR")  # keep each app's log there
+
+    def output(module: str) -> Any:
+        return open(f"{logs}/{module}.log", "ab") if logs else subprocess.DEVNULL
+
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", m], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        subprocess.Popen(command(m), cwd=ROOT, env=env, stdout=output(m), stderr=subprocess.STDOUT)
         for m in ("function_app", "session_host")
     ]
     app = create_app(sim_config(env, time_scale=time_scale, webhook_retries=1))

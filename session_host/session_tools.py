@@ -76,16 +76,15 @@ async def answer_calls(s: CallSession, resp: PendingResponse) -> tuple[list[Tool
             )
             continue
         with s.telemetry.tracer.start_as_current_span("tool", attributes={"tool.name": name}) as span:
-            running = asyncio.ensure_future(
-                run_tool(
-                    name,
-                    arguments,
-                    ctx,
-                    timeout_s=profile.toolTimeouts.get(name) if profile else None,
-                    allowed=profile is None or name in profile.tools,
-                )
+            running = run_tool(
+                name,
+                arguments,
+                ctx,
+                timeout_s=profile.toolTimeouts.get(name) if profile else None,
+                allowed=profile is None or name in profile.tools,
             )
-            outcome = await with_filler(s, running, profile)
+            # Only a profile with slow-tool filler needs the tool as a task it can wait beside.
+            outcome = await (with_filler(s, asyncio.ensure_future(running), profile) if profile else running)
             span.set_attribute("tool.success", outcome.success)
             if not outcome.success:
                 span.set_status(Status(StatusCode.ERROR, outcome.error or "error"))

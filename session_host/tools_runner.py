@@ -98,7 +98,10 @@ async def run_tool(
             "invalid arguments",
         )
     try:
-        result = await asyncio.wait_for(tool.handler(args, ctx), timeout=timeout_s or tool.timeout_s)
+        # A timeout scope, not wait_for: no extra task, so a burst of tool calls does not wait
+        # an extra turn of the loop each.
+        async with asyncio.timeout(timeout_s or tool.timeout_s):
+            result = await tool.handler(args, ctx)
     except TimeoutError:
         log.warning("tool %s timed out", name, extra={"cat": "TOOL", "call_id": ctx.call_id})
         outcome = done(
