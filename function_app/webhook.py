@@ -116,22 +116,16 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
         return parsed
     extra = {"cat": "CALL", "call_id": parsed.callId}
     log.info("webhook verified: %s", HANDLED_TYPE, extra=extra)
-    # The dedupe insert and the hand-off run side by side: the caller waits for one store round
-    # trip, not two. A hand-off made for a duplicate delivery changes nothing (the replica already
-    # running the call answers "already running", a peer 409, and one that ended "already ended").
-    handing = asyncio.ensure_future(_hand_off(deps, parsed, extra)) if parsed._admitted else None
     try:
         first = await claim_webhook(deps.tables, parsed.webhookId, parsed.callId)
     except AzureError as exc:
         log.error("dedupe store unreachable (%s); asking for a retry", type(exc).__name__, extra=extra)
-        await _settle(handing)
         return Reply(503, {"error": "call store unavailable, retry later"}, {"Retry-After": "2"})
     if not first:
         log.info("duplicate delivery of %s ignored", parsed.webhookId, extra=extra)
-        await _settle(handing)
         return Reply(200, {"duplicate": True, "callId": parsed.callId})
     try:
-        return await _run_call(deps, parsed, extra, handing)
+        return await _run_call(deps, parsed, extra)
     except Exception:
         # Whatever failed after the claim, the claim must not outlive it: the service's retry
         # would be taken for a duplicate and the call left ringing.
@@ -255,23 +249,15 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
 
 
-async def _settle(task: asyncio.Future[Any] | None) -> None:
-    """Let a hand-off started for a delivery we will not go on with finish (its outcome is moot)."""
-    if task is not None:
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def _run_call(
-    deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str, Any], handing: asyncio.Future[bool | str] | None
-) -> Reply:
+async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str, Any]) -> Reply:
     call_id, phone, received_ms = handoff.callId, handoff.callerPhone, handoff.receivedAt
-    if not handoff._admitted or handing is None:
+    if not handoff._admitted:
         await _refuse(deps, call_id, phone, received_ms, 603, "caller not admitted", overflow=False)
         return Reply(200, {"rejected": True, "callId": call_id})
     # The hand-off comes before the accept: it is the admission. A replica that takes the call
     # holds its lease and opens the control socket as soon as the accept lands; when none can,
     # the caller hears busy (SIP 486) or goes to the overflow target instead of a silent line.
-    taken = await handing
+    taken = await _hand_off(deps, handoff, extra)
     if taken is not True:
         reason = taken or "no capacity; rejected busy (486)"
         await _refuse(deps, call_id, phone, received_ms, 486 if taken is False else 480, reason, overflow=True)
