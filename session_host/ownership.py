@@ -277,7 +277,9 @@ class Sweeper:
         self.peers = sorted(b.replica for b in beats if b.alive and not b.draining and b.replica != self.replica)
         sb = self.standbys if self.standbys is not None and self.standbys.enabled else None
         if sb is not None and not quick:
-            await sb.follow(await leases.standing_by(self.tables, self.replica))
+            # Only a live peer can name us its standby: alone, skip the query (idle cost).
+            alone = not any(b.alive and b.replica != self.replica for b in beats)
+            await sb.follow([] if alone else await leases.standing_by(self.tables, self.replica))
         for peer in beats:
             if peer.replica == self.replica:
                 continue
