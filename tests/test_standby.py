@@ -14,11 +14,12 @@ import time
 
 import pytest
 
+from callplane.store import leases
 from session_host import keys
 from session_host.ownership import LeaseTiming
 from session_host.session import SessionOptions
 from simulator.calls import SimCall
-from tests.stack import Stack, run_stack
+from tests.stack import Stack, run_stack, second_replica
 from tests.test_ownership import TTL, live_on_a, two_replicas
 
 pytestmark = pytest.mark.slow
@@ -134,4 +135,45 @@ async def test_one_replica_sigterm_serves_the_function_call_in_flight(conn: str)
             assert c.end_reason == "caller hung up", "served to its natural end"
             call = await stack.wait_call(c.call_id, timeout=30)
             assert call["status"] == "completed" and call["endReason"] == "caller hung up"
+        answered_once(calls)
+
+
+async def standbys_of(stack: Stack, ids: list[str]) -> dict[str, str]:
+    got = {}
+    for call_id in ids:
+        lease = await leases.get(stack.host_app[keys.LANE], call_id)
+        got[call_id] = lease.standby if lease is not None else ""
+    return got
+
+
+async def test_a_standby_that_stops_is_replaced(conn: str) -> None:
+    async with two_replicas(conn) as (stack, _, _):
+        b = stack.host_app[keys.REPLICA]
+        async with second_replica(stack) as (c_app, _):
+            c = c_app[keys.REPLICA]
+            ids: list[str] = []
+            named: dict[str, str] = {}
+            deadline = time.monotonic() + 40
+            # Calls are spread over the live peers by id: place them until C stands by for some.
+            while c not in named.values():
+                assert len(ids) < 20 and time.monotonic() < deadline, named
+                ids.append(await stack.place("tool_at_stop"))
+                await held(stack, ids, 1, standby=True)
+                named = await standbys_of(stack, ids)
+            assert set(named.values()) <= {b, c}
+            on_c = [i for i, who in named.items() if who == c]
+            assert all(i in c_app[keys.REGISTRY].followers for i in on_c)
+        # C stopped: A names B for those calls, and B follows them.
+        deadline = time.monotonic() + 10
+        while set((await standbys_of(stack, ids)).values()) != {b}:
+            assert time.monotonic() < deadline, await standbys_of(stack, ids)
+            await asyncio.sleep(0.1)
+        while not all(i in stack.host_app[keys.REGISTRY].followers for i in ids):
+            assert time.monotonic() < deadline, "B follows every call"
+            await asyncio.sleep(0.1)
+        calls = [stack.sim.calls[i] for i in ids]
+        open_gate(calls, 1)
+        open_gate(calls, 2)
+        for call in calls:
+            await stack.wait_ended(call.call_id, timeout=60)
         answered_once(calls)
