@@ -54,7 +54,12 @@ async def deployed(
     profiles = os.environ.get("BENCH_PROFILE_DIR")  # cProfile each app into that folder
 
     def command(module: str) -> list[str]:
-        return [sys.executable, *(["-m", "cProfile", "-o", f"{profiles}/{module}.prof"] if profiles else []), "-m", module]
+        return [
+            sys.executable,
+            *(["-m", "cProfile", "-o", f"{profiles}/{module}.prof"] if profiles else []),
+            "-m",
+            module,
+        ]
 
     logs = os.environ.get("BENCH_LOG_DIR")  # keep each app's log there
 

@@ -1,9 +1,9 @@
-"""The webhook's logic, free of any host: verify → parse → dedupe → admit → hand off → accept.
+"""The webhook's logic, free of any host: verify → parse → admit → hand off (dedupes) → accept.
 
 `handle_webhook` takes the raw body and headers and returns a `Reply`; the Azure Functions
 binding (`function_app/__init__.py`) and the local aiohttp adapter (`__main__.py`) only
 translate requests and responses. The order of checks is part of the contract
-(docs/realtime.md): size → signature → parse → type → ids → dedupe → admission → hand-off → accept.
+(docs/realtime.md): size → signature → parse → type → ids → admission → hand-off (which dedupes) → accept.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import aiohttp
@@ -44,7 +45,7 @@ from callplane.session_config import VoiceMode, accept_body, without
 from callplane.settings import Settings
 from callplane.store.models import CallStatus
 from callplane.store.profile_store import ProfileCache
-from callplane.store.records import claim_webhook, record_unhandled_call, release_webhook
+from callplane.store.records import record_unhandled_call
 from callplane.store.tables import Tables
 from callplane.telemetry import Telemetry
 
@@ -117,20 +118,9 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
     extra = {"cat": "CALL", "call_id": parsed.callId}
     log.info("webhook verified: %s", HANDLED_TYPE, extra=extra)
     try:
-        first = await claim_webhook(deps.tables, parsed.webhookId, parsed.callId)
-    except AzureError as exc:
-        log.error("dedupe store unreachable (%s); asking for a retry", type(exc).__name__, extra=extra)
-        return Reply(503, {"error": "call store unavailable, retry later"}, {"Retry-After": "2"})
-    if not first:
-        log.info("duplicate delivery of %s ignored", parsed.webhookId, extra=extra)
-        return Reply(200, {"duplicate": True, "callId": parsed.callId})
-    try:
         return await _run_call(deps, parsed, extra)
     except Exception:
-        # Whatever failed after the claim, the claim must not outlive it: the service's retry
-        # would be taken for a duplicate and the call left ringing.
-        log.exception("webhook failed after its delivery was claimed; released for a retry", extra=extra)
-        await _release(deps, parsed.webhookId)
+        log.exception("webhook failed; asking for a retry", extra=extra)
         return Reply(500, {"error": "internal error; retry the delivery"})
 
 
@@ -254,13 +244,18 @@ async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str,
     if not handoff._admitted:
         await _refuse(deps, call_id, phone, received_ms, 603, "caller not admitted", overflow=False)
         return Reply(200, {"rejected": True, "callId": call_id})
-    # The hand-off comes before the accept: it is the admission. A replica that takes the call
-    # holds its lease and opens the control socket as soon as the accept lands; when none can,
-    # the caller hears busy (SIP 486) or goes to the overflow target instead of a silent line.
+    # The hand-off comes before the accept: it is the admission, and its lease (an atomic insert
+    # keyed by the call id) is the dedupe. A replica that takes the call holds the lease and opens
+    # the control socket as soon as the accept lands; when none can, the caller hears busy (SIP
+    # 486) or goes to the overflow target instead of a silent line.
     taken = await _hand_off(deps, handoff, extra)
-    if taken is not True:
-        reason = taken or "no capacity; rejected busy (486)"
-        await _refuse(deps, call_id, phone, received_ms, 486 if taken is False else 480, reason, overflow=True)
+    if taken is Handoff.DUPLICATE:
+        log.info("duplicate delivery of %s: the call already runs (or ended)", handoff.webhookId, extra=extra)
+        return Reply(200, {"duplicate": True, "callId": call_id})
+    if taken is not Handoff.TAKEN:
+        reason = taken if isinstance(taken, str) else "no capacity; rejected busy (486)"
+        sip = 486 if taken is Handoff.BUSY else 480
+        await _refuse(deps, call_id, phone, received_ms, sip, reason, overflow=True)
         return Reply(200, {"rejected": True, "callId": call_id})
     refused = await _accept(deps, call_id, handoff.webhookId, extra, chosen_of(handoff))
     # Two-phase hand-off: the owner holds the reservation and opens the control socket only once
@@ -350,30 +345,27 @@ async def _accept_with_fallback(
             if exc.status == 409 or (exc.code or "").endswith("already_accepted"):
                 return None
             log.error("accept failed: %s", exc, extra=extra)
-            await _release(deps, webhook_id)
             status = 503 if exc.retryable else 502
             return Reply(status, {"error": f"accept failed: {exc.status} {exc.code or ''}".strip()})
     return None
 
 
-async def _release(deps: WebhookDeps, webhook_id: str) -> None:
-    # The delivery failed in a way a retry may fix: forget it so the retry is not a "duplicate".
-    try:
-        await release_webhook(deps.tables, webhook_id)
-    except AzureError:
-        pass
+class Handoff(Enum):
+    TAKEN = "taken"  # reserved for this delivery (202), or owned by a peer that may await it (409)
+    DUPLICATE = "duplicate"  # already running (or ended): this delivery is a duplicate (200)
+    BUSY = "busy"  # no replica could take it
 
 
-async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool | str:
-    """True: a replica took the call. False: none could (busy). A string: the hand-off was
-    refused for what it is (a 4xx other than 409), which no retry changes."""
+async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> Handoff | str:
+    """What became of the hand-off; a string: it was refused for what it is (a 4xx other than
+    409), which no retry changes."""
     with deps.telemetry.tracer.start_as_current_span("handoff") as span:
         taken = await _post_handoff(deps, req, extra)
-        span.set_attribute("handoff.taken", taken is True)
+        span.set_attribute("handoff.taken", taken is Handoff.TAKEN)
         return taken
 
 
-async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> bool | str:
+async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> Handoff | str:
     settings = deps.settings
     url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
     body = req.body()
@@ -387,9 +379,13 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
             timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
             async with deps.http.post(url, data=body, headers=headers, timeout=timeout) as resp:
                 await resp.read()
-                if resp.status in (200, 202, 409):
+                if resp.status == 200:
+                    return Handoff.DUPLICATE
+                if resp.status in (202, 409):
+                    # 409: a peer owns the call; it may be waiting for this very accept (the
+                    # service's retry after a failed one), and a second accept changes nothing.
                     log.info("handed off to session host (%s)", resp.status, extra=extra)
-                    return True
+                    return Handoff.TAKEN
                 if 400 <= resp.status < 500 and resp.status != 429:
                     log.error("hand-off refused (%s); not retried", resp.status, extra=extra)
                     return f"hand-off refused by the session host ({resp.status})"
@@ -403,7 +399,7 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("hand-off failed: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
         await asyncio.sleep(min(0.05 * attempt, max(0.0, deadline - time.monotonic())))
-    return False
+    return Handoff.BUSY
 
 
 async def _record(

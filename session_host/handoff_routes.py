@@ -73,6 +73,13 @@ async def take_call(request: web.Request) -> web.Response:
     if isinstance(req, web.Response):
         return req
     registry = app[keys.REGISTRY]
+    # The hand-off is also the dedupe (the lease is an atomic insert keyed by the call id), so a
+    # second delivery of a webhook arrives here: a call still waiting for its accept (the service's
+    # retry after a failed one, or two deliveries at once) is "reserved" again, so that delivery
+    # accepts too; a call that runs (or that this replica follows) is "already running here".
+    existing = registry.sessions.get(req.callId)
+    if req.callId in registry.taking or (existing is not None and existing.awaiting_accept):
+        return web.json_response({"callId": req.callId, "status": "reserved"}, status=202)
     if req.callId in registry:
         return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
     if not registry.accepting or registry.full:
@@ -87,6 +94,16 @@ async def take_call(request: web.Request) -> web.Response:
         # The Function App hands a call off within seconds of its webhook; an older hand-off is a
         # replay, answered without touching the call.
         return web.json_response({"error": f"stale hand-off: its webhook arrived {age_ms // 1000} s ago"}, status=409)
+    # Counted against capacity from here, before the store is asked: a burst of hand-offs must
+    # not all pass the capacity check while their leases are on the way.
+    registry.taking.add(req.callId)
+    try:
+        return await _reserve(app, request, req)
+    finally:
+        registry.taking.discard(req.callId)
+
+
+async def _reserve(app: web.Application, request: web.Request, req: HandoffRequest) -> web.Response:
     lease = None
     try:
         # Read the record alongside the lease (no added wait): a replayed hand-off of a call that
@@ -110,7 +127,7 @@ async def take_call(request: web.Request) -> web.Response:
     session = session_for(
         app, req, LeaseKeeper(app[keys.LANE], lease, req), trace_context=Telemetry.extract(request.headers)
     )
-    registry.start(session)
+    app[keys.REGISTRY].start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})
     return web.json_response({"callId": req.callId, "status": "taken"}, status=202)
 

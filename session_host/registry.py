@@ -20,6 +20,7 @@ class CallRegistry:
         # Peers' calls this replica follows as their standby (not counted against capacity: a
         # follower only listens; it joins `sessions` when it takes the call over).
         self.followers: dict[str, CallSession] = {}
+        self.taking: set[str] = set()  # hand-offs between the capacity check and their session
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.accepting = True
         self.before_handover: Callable[[], Awaitable[object]] | None = None
@@ -34,7 +35,7 @@ class CallRegistry:
 
     @property
     def full(self) -> bool:
-        return len(self.sessions) >= self.capacity
+        return len(self.sessions) + len(self.taking) >= self.capacity
 
     def start(self, session: CallSession) -> None:
         call_id = session.req.callId

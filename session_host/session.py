@@ -242,6 +242,13 @@ class CallSession:
         if self.on_finish is not None:
             await self.on_finish(self)
 
+    @property
+    def awaiting_accept(self) -> bool:
+        """Reserved here, and the accept has not landed (nor failed for good) yet."""
+        if self.following or self.resumed is not None or self._connected_once:
+            return False
+        return self._outcome is None or self._outcome.retrying
+
     def accept_outcome(self, outcome: AcceptOutcome) -> None:
         """The Function App's word on the accept (delivered by the hand-off route)."""
         self._outcome = outcome

@@ -132,15 +132,17 @@ async def test_accept_refused_because_call_gone_is_recorded_failed(conn: str) ->
         assert stack.sim.calls[call_id].summary()["socketOpens"] == 0, "no socket for a call never accepted"
 
 
-async def test_store_unreachable_answers_503(conn: str) -> None:
-    # A store nobody listens on: dedupe cannot be done safely, so the service must retry.
+async def test_store_unreachable_refuses_the_caller_busy_at_once(conn: str) -> None:
+    # A store nobody listens on: no replica can hold a lease (its heartbeat cannot beat), so the
+    # caller hears busy at once instead of ringing while the service retries the webhook.
     dead = conn.split("TableEndpoint=", maxsplit=1)[0] + "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
     async with run_stack(conn, STORAGE_CONNECTION_STRING=dead) as stack:
         call = stack.sim.new_call(load_scenario("greeting_only"))
         body = incoming(call.call_id)
         status, doc = await post(stack, body, signing.sign_headers(stack.sim.config.webhook_secret, body))
-        assert status == 503 and "retry" in doc["error"]
+        assert status == 200 and doc == {"rejected": True, "callId": call.call_id}
         assert stack.sim.calls[call.call_id].accept_body is None
+        assert stack.sim.calls[call.call_id].rejected_with == 486
 
 
 async def test_unknown_voice_parameter_falls_back(conn: str) -> None:
