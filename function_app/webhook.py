@@ -55,6 +55,7 @@ MAX_BODY = 1024 * 1024
 HANDLED_TYPE = "realtime.call.incoming"
 HANDOFF_DEADLINE_S = 4.0  # no replica reachable for this long: the caller is refused, not left ringing
 FULL_ANSWERS = 3  # this many 503s in a row: every replica behind the URL is at capacity
+FULL_MEMO_S = 0.25  # after that, how long new calls are refused busy without asking
 
 
 @dataclass(slots=True)
@@ -76,6 +77,9 @@ class WebhookDeps:
     # Reads the webhook secret again (Key Vault): a re-registered endpoint has a new one.
     reread_secret: Callable[[], Awaitable[str | None]] | None = None
     secret_checked_at: float = 0.0
+    # Until then (monotonic) every replica answered "at capacity": new calls are refused at once
+    # rather than each asking again while the fleet is full (overload refused fast, not slowly).
+    full_until: float = 0.0
 
 
 def _matches(patterns: str, phone: str | None) -> bool:
@@ -367,6 +371,9 @@ async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any
 
 async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> Handoff | str:
     settings = deps.settings
+    if time.monotonic() < deps.full_until:
+        log.warning("every replica was at capacity a moment ago; refused busy", extra=extra)
+        return Handoff.BUSY
     url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
     body = req.body()
     deadline = time.monotonic() + HANDOFF_DEADLINE_S
@@ -385,6 +392,7 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
                     # 409: a peer owns the call; it may be waiting for this very accept (the
                     # service's retry after a failed one), and a second accept changes nothing.
                     log.info("handed off to session host (%s)", resp.status, extra=extra)
+                    deps.full_until = 0.0
                     return Handoff.TAKEN
                 if 400 <= resp.status < 500 and resp.status != 429:
                     log.error("hand-off refused (%s); not retried", resp.status, extra=extra)
@@ -394,6 +402,8 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
                 log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)
                 if resp.status == 503:
                     full += 1
+                    if full >= FULL_ANSWERS and "capacity" in (await resp.text()):
+                        deps.full_until = time.monotonic() + FULL_MEMO_S
                     continue
                 full = 0
         except (TimeoutError, aiohttp.ClientError) as exc:
