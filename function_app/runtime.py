@@ -38,9 +38,7 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
     if telemetry is None:
         configure(settings.applicationinsights_connection_string, "webhook", settings.azure_client_id)
         telemetry = Telemetry()
-    # No pool limit: every webhook in flight holds a hand-off and then an accept request, and
-    # aiohttp's default of 100 connections would queue webhook 101 behind a slow store.
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    http = aiohttp.ClientSession()
     tables = open_tables(settings)
     try:
         await ensure_tables(tables)

@@ -195,9 +195,7 @@ def create_app(config: SimConfig) -> web.Application:
     app[SIM] = sim
 
     async def http_ctx(_: web.Application) -> AsyncIterator[None]:
-        # No pool limit: the service delivers every call's webhook at once, and aiohttp's default
-        # of 100 connections would hold call 101 until an earlier delivery is answered.
-        sim.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        sim.http = aiohttp.ClientSession()
         yield
         for call in list(sim.calls.values()):
             for task in [call.runner, *call.extra_tasks]:
