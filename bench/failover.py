@@ -130,12 +130,14 @@ async def place(
 
 async def transcript_len(http: aiohttp.ClientSession, url: str, call_id: str) -> int:
     """Stored turns of the call; a replica that just started may answer 503 for a moment."""
+    last = ""
     for _ in range(50):
         async with http.get(f"{url}/api/calls/{call_id}/transcript") as resp:
             if resp.status == 200:
                 return int((await resp.json())["count"])
+            last = f"{resp.status} {(await resp.text())[:200]}"
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"transcript of {call_id} unreadable")
+    raise RuntimeError(f"transcript of {call_id} unreadable: {last}")
 
 
 async def all_held(calls: list[SimCall], gate: int, *, standby: bool = False, timeout: float = 120) -> None:

@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+from callplane.clock import now_ms
+from callplane.store.models import CallRecord, CallStatus
+from callplane.store.writer import StoreWriter
 from session_host import keys
 from simulator.azurite import start_azurite
 from tests.stack import run_stack
@@ -59,3 +62,35 @@ async def test_thirty_second_freeze_loses_nothing() -> None:
             assert writer.stats.dropped_turns == 0
     finally:
         azurite.stop()
+
+
+async def test_closing_the_writer_mid_flush_loses_nothing(conn: str) -> None:
+    """Shutdown cancels the writer's loop; a flush it had begun (its batch already taken out of
+    the buffer) must still reach the store, or calls that ended just before a deploy vanish."""
+    async with run_stack(conn) as stack:
+        writer = StoreWriter(stack.host_app[keys.TABLES])
+        writer.start()
+        now = now_ms()
+        calls = [
+            CallRecord(
+                callId=f"rtc_close{i}",
+                startTime=now,
+                endTime=now + 1,
+                duration=1,
+                status=CallStatus.COMPLETED,
+                updatedAt=now,
+            )
+            for i in range(40)
+        ]
+        for call in calls:
+            writer.put_call(call, urgent=True)
+        while writer.stats.flushes == 0:  # the loop has begun its flush
+            await asyncio.sleep(0)
+        for _ in range(3):  # and is waiting on the store
+            await asyncio.sleep(0)
+        await writer.close()
+        reader = stack.host_app[keys.READER]
+        missing = [c.callId for c in calls if await reader.get_call(c.callId) is None]
+        assert missing == [], missing
+        listed = {c["callId"] for c in (await stack.api("/api/calls?limit=100"))["calls"]}
+        assert {c.callId for c in calls} <= listed

@@ -188,6 +188,8 @@ class StoreWriter:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        async with self._lock:
+            pass  # a flush the loop had begun finishes first (its batch is not in `pending`)
         deadline = self._clock() + timeout
         while self.pending and self._clock() < deadline:
             if not await self.flush(force=True):
@@ -202,7 +204,9 @@ class StoreWriter:
             except TimeoutError:
                 pass
             self._wake.clear()
-            ok = await self.flush()
+            # Shielded: `close` cancels this loop, and a flush cancelled halfway would lose the
+            # batch it had taken out of the buffer. The flush finishes; `close` waits for its lock.
+            ok = await asyncio.shield(self.flush())
             if ok:
                 self._backoff = 0.0
             else:
