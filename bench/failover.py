@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from bench.procs import tell_accepted
+from bench.procs import NO_WEBHOOKS, serve_simulator, tell_accepted
 from callplane import signing
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
@@ -44,8 +43,8 @@ from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
 from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario
-from simulator.server import SIM, Simulator, create_app
-from tests.stack import make_env, sim_config
+from simulator.server import Simulator
+from tests.stack import make_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TTL = "3"
@@ -334,11 +333,7 @@ async def main(args: argparse.Namespace) -> None:
             "LOG_FORMAT": "json",
         }
         # The benchmark hands calls to the session hosts itself: no Function App, so webhooks go nowhere.
-        sim_app = create_app(sim_config(env, time_scale=args.time_scale, webhook_url="http://127.0.0.1:9/none"))
-        runner = web.AppRunner(sim_app, access_log=None, shutdown_timeout=2)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", sim_port).start()
-        sim = sim_app[SIM]
+        runner, sim = await serve_simulator(env, time_scale=args.time_scale, webhook_url=NO_WEBHOOKS)
         a, b = Replica(env, "replica-a"), Replica(env, "replica-b")
         try:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

@@ -32,6 +32,19 @@ class Deployed:
     pids: list[int]  # the webhook app's and the session host's processes
 
 
+NO_WEBHOOKS = "http://127.0.0.1:9/none"  # for benchmarks that hand calls to the hosts themselves
+
+
+async def serve_simulator(env: dict[str, str], *, time_scale: float, **config: Any) -> tuple[web.AppRunner, Simulator]:
+    """The simulator for a `make_env` stack, served on its SIMULATOR_PORT: (its runner, to clean
+    up; the simulator). `config`: SimConfig fields, e.g. webhook_url or webhook_retries."""
+    app = create_app(sim_config(env, time_scale=time_scale, **config))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(env["SIMULATOR_PORT"])).start()
+    return runner, app[SIM]
+
+
 @asynccontextmanager
 async def deployed(
     conn: str,
@@ -70,16 +83,13 @@ async def deployed(
         subprocess.Popen(command(m), cwd=ROOT, env=env, stdout=output(m), stderr=subprocess.STDOUT)
         for m in ("function_app", "session_host")
     ]
-    app = create_app(sim_config(env, time_scale=time_scale, webhook_retries=1))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", sim_port).start()
+    runner, sim = await serve_simulator(env, time_scale=time_scale, webhook_retries=1)
     host_url = f"http://127.0.0.1:{host_port}"
     try:
         async with aiohttp.ClientSession() as http:
             for port in (fn_port, host_port):
                 await wait_healthy(http, f"http://127.0.0.1:{port}")
-        yield Deployed(app[SIM], host_url, env, [p.pid for p in procs])
+        yield Deployed(sim, host_url, env, [p.pid for p in procs])
     finally:
         for proc in procs:
             proc.terminate()

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from bench.procs import tell_accepted
+from bench.procs import NO_WEBHOOKS, serve_simulator, tell_accepted
 from callplane import signing
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
@@ -39,8 +38,8 @@ from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
 from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario
-from simulator.server import SIM, Simulator, create_app
-from tests.stack import make_env, sim_config
+from simulator.server import Simulator
+from tests.stack import make_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,11 +90,7 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
         "MAX_CALLS_PER_REPLICA": str(n + 10),
     }
     # The benchmark hands calls to the session hosts itself: no Function App, so webhooks go nowhere.
-    sim_app = create_app(sim_config(env, time_scale=args.time_scale, webhook_url="http://127.0.0.1:9/none"))
-    runner = web.AppRunner(sim_app, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", sim_port).start()
-    sim = sim_app[SIM]
+    runner, sim = await serve_simulator(env, time_scale=args.time_scale, webhook_url=NO_WEBHOOKS)
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
     log = open(os.environ.get("BENCH_HOST_LOG", os.devnull), "wb")  # noqa: SIM115
     host = subprocess.Popen(

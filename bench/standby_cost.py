@@ -17,15 +17,14 @@ import signal
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from bench.failover import Replica
+from bench.procs import NO_WEBHOOKS, serve_simulator
 from bench.session_host import info, run_calls
 from bench.store import real_minutes
 from callplane.clock import percentile
 from simulator.azurite import free_port, start_azurite
-from simulator.server import SIM, create_app
-from tests.stack import make_env, sim_config
+from tests.stack import make_env
 
 
 async def measure(conn: str, n: int, standby: bool, time_scale: float) -> dict[str, Any]:
@@ -37,11 +36,8 @@ async def measure(conn: str, n: int, standby: bool, time_scale: float) -> dict[s
         "MAX_CALLS_PER_REPLICA": str(n + 10),
         "STANDBY": "true" if standby else "false",
     }
-    sim_app = create_app(sim_config(env, time_scale=time_scale, webhook_url="http://127.0.0.1:9/none"))
-    runner = web.AppRunner(sim_app, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", sim_port).start()
-    sim = sim_app[SIM]
+    # The benchmark hands calls to the session hosts itself: no Function App, so webhooks go nowhere.
+    runner, sim = await serve_simulator(env, time_scale=time_scale, webhook_url=NO_WEBHOOKS)
     a, b = Replica(env, "cost-a"), Replica(env, "cost-b")
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from bench.procs import deployed
+from bench.procs import deployed, serve_simulator
 from callplane.clock import percentile
 from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
 from simulator.load import place_and_wait
 from simulator.readiness import wait_healthy
-from simulator.server import SIM, Simulator, create_app
-from tests.stack import make_env, sim_config
+from simulator.server import Simulator
+from tests.stack import make_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT.parent / "shared" / "seed" / "run-seed.sh"
@@ -118,18 +117,12 @@ def figures(calls: list[SimCall], wall: float, cpu_ms: float, rss_per_call: floa
     }
 
 
-async def with_simulator(env: dict[str, str], webhook_url: str, time_scale: float) -> tuple[web.AppRunner, Simulator]:
-    app = create_app(sim_config(env, time_scale=time_scale, webhook_url=webhook_url, webhook_retries=1))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", int(env["SIMULATOR_PORT"])).start()
-    return runner, app[SIM]
-
-
 async def run_seed(conn: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     sim_port, port = free_port(), free_port()
     env = make_env(conn, sim_port=sim_port, fn_port=free_port(), host_port=free_port(), dialect="openai")
-    runner, sim = await with_simulator(env, f"http://127.0.0.1:{port}/openai/webhook", args.time_scale)
+    runner, sim = await serve_simulator(
+        env, time_scale=args.time_scale, webhook_url=f"http://127.0.0.1:{port}/openai/webhook", webhook_retries=1
+    )
     proc = subprocess.Popen(
         ["bash", str(SEED), str(port), env["OPENAI_BASE"], env["OPENAI_WEBHOOK_SECRET"]],
         env={**os.environ, "OPENAI_API_KEY": env["OPENAI_API_KEY"]},
