@@ -102,6 +102,10 @@ async def test_live_call_appears_ends_and_shows_transcript(conn: str, browser: B
         await page.locator(f'#recent tr[data-call="{warm}"] button[data-transcript]').click()
         await expect(page.locator("#t-turns .cut")).to_have_count(1)
         await page.keyboard.press("Escape")
+        # The newest page of "All calls" follows the calls as they start and end (it used to
+        # keep saying "No calls match." from when the page loaded).
+        await expect(page.locator("#all-calls tr")).to_have_count(2, timeout=10_000)
+        await expect(page.locator("#all-empty")).to_be_hidden()
         await shot(page, "dashboard-after-calls")
         assert errors == []
 

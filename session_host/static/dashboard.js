@@ -9,6 +9,8 @@ const TAG_CHARS = 12;  // the same tail of the call id the logs show in their [t
 let snapshot = null;
 let source = null;
 let pages = [""];  // page tokens walked so far (for "Newest")
+let pageShown = 0;  // the "All calls" page on screen
+let listedAt = "";  // calls started / ended when that list was loaded
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -132,6 +134,7 @@ async function loadPage(index) {
   const resp = await fetch(`/api/calls?${params}`);
   if (!resp.ok) { $("page-info").textContent = "could not load calls"; return; }
   const doc = await resp.json();
+  pageShown = index;
   pages = pages.slice(0, index + 1);
   if (doc.next) pages.push(doc.next);
   $("all-calls").replaceChildren(...doc.calls.map(callRow));
@@ -159,9 +162,12 @@ function renderLatency(points) {
     nodes.push(line, label);
   }
   if (points.length) {  // the time axis: first and last call start
-    for (const [i, anchor] of [[0, "start"], [points.length - 1, "end"]]) {
+    // One call: one label under its point (two labels of the same time would overlap).
+    const ends = points.length === 1 ? [[0, "middle"]] : [[0, "start"], [points.length - 1, "end"]];
+    for (const [i, anchor] of ends) {
       const label = document.createElementNS(ns, "text");
-      label.setAttribute("x", i === 0 ? pad : W - 4); label.setAttribute("y", H - 6);
+      const x = anchor === "middle" ? pad + 0.5 * (W - pad - 8) : i === 0 ? pad : W - 4;
+      label.setAttribute("x", x); label.setAttribute("y", H - 6);
       label.setAttribute("text-anchor", anchor); label.setAttribute("class", "axis");
       label.textContent = new Date(points[i].t).toLocaleTimeString();
       nodes.push(label);
@@ -194,6 +200,9 @@ function render(snap) {
   renderTools(snap.stats.toolCallsByType);
   renderRecent(snap.recent);
   renderLatency(snap.latencySeries);
+  // The newest page follows the calls as they start and end; an older page stays put.
+  const counts = `${snap.stats.totalCalls}/${snap.stats.activeCalls}`;
+  if (pageShown === 0 && counts !== listedAt) { listedAt = counts; loadPage(0); }
   tick();
 }
 
