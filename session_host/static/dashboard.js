@@ -125,16 +125,21 @@ function renderRecent(calls) {
   $("recent-empty").hidden = rows.length > 0;
 }
 
+let pageRequest = 0;  // only the newest request's answer is shown (a live refresh may race a click)
+
 async function loadPage(index) {
+  const mine = ++pageRequest;
+  pageShown = index;
   const status = $("status-filter").value;
   const token = pages[index] || "";
   const params = new URLSearchParams({ limit: String(PAGE) });
   if (status) params.set("status", status);
   if (token) params.set("next", token);
   const resp = await fetch(`/api/calls?${params}`);
+  if (mine !== pageRequest) return;
   if (!resp.ok) { $("page-info").textContent = "could not load calls"; return; }
   const doc = await resp.json();
-  pageShown = index;
+  if (mine !== pageRequest) return;
   pages = pages.slice(0, index + 1);
   if (doc.next) pages.push(doc.next);
   $("all-calls").replaceChildren(...doc.calls.map(callRow));
