@@ -70,6 +70,11 @@ class LeaseKeeper:
         # One lease operation at a time: each uses the ETag the previous one returned.
         self._lock = asyncio.Lock()
 
+    @property
+    def followed(self) -> bool:
+        """A standby follows the call (and may take it over when our heartbeat looks stale)."""
+        return self.lease is not None and bool(self.lease.standby)
+
     async def _update(self, **changes: object) -> Lease | None:
         if self.lease is None:
             return None
@@ -175,7 +180,7 @@ class Heartbeat:
         return now_ms() - self.last_beat_at_ms >= self.timing.fence_ms
 
     def _quick(self) -> bool:
-        return any(k.lease is not None and k.lease.standby for k in self.local().values())
+        return any(k.followed for k in self.local().values())
 
     async def beat(self) -> bool:
         try:

@@ -64,7 +64,8 @@ async def answer_calls(s: CallSession, resp: PendingResponse) -> tuple[list[Tool
     outcomes: list[ToolOutcome] = []
     answered = 0
     for call_id, name, arguments in resp.calls:
-        if not await may_answer(s, call_id):
+        claimed = await may_answer(s, call_id)
+        if claimed is None:
             log.info("%s answered by the other replica", name, extra={"cat": "TOOL", "call_id": s.req.callId})
             continue
         answered += 1
@@ -72,7 +73,10 @@ async def answer_calls(s: CallSession, resp: PendingResponse) -> tuple[list[Tool
         if resp.interrupted and tool is not None and tool.irreversible:
             log.warning("skipped %s from an interrupted response", name, extra={"cat": "TOOL", "call_id": s.req.callId})
             await send_output(
-                s, call_id, {"error": "not_executed", "reason": "the caller interrupted; confirm before retrying"}
+                s,
+                call_id,
+                {"error": "not_executed", "reason": "the caller interrupted; confirm before retrying"},
+                claimed=claimed,
             )
             continue
         with s.telemetry.tracer.start_as_current_span("tool", attributes={"tool.name": name}) as span:
@@ -88,7 +92,7 @@ async def answer_calls(s: CallSession, resp: PendingResponse) -> tuple[list[Tool
             span.set_attribute("tool.success", outcome.success)
             if not outcome.success:
                 span.set_status(Status(StatusCode.ERROR, outcome.error or "error"))
-        await send_output(s, call_id, outcome.output)
+        await send_output(s, call_id, outcome.output, claimed=claimed)
         outcomes.append(outcome)
         if outcome.follow_up:
             follow_ups.append(outcome.follow_up)
@@ -121,21 +125,30 @@ async def with_filler(s: CallSession, running: asyncio.Future[ToolOutcome], prof
     return outcome
 
 
-async def may_answer(s: CallSession, function_call_id: str) -> bool:
-    """Whether this replica answers the function call: always when it alone hears the call;
-    around a change of owner, only if its claim in the store wins (exactly once)."""
-    if s.keeper is not None and s.keeper.lost.is_set():
+async def may_answer(s: CallSession, function_call_id: str) -> bool | None:
+    """Whether this replica answers the function call. None: it does not (another replica
+    has the call, or won the claim). True: it answers on a claim it won in the store (around a
+    change of owner; exactly once). False: it answers unclaimed (it alone hears the call)."""
+    if not await still_ours(s):
+        return None
+    if s.keeper is None or time.monotonic() >= s._claim_until:
         return False
-    if s.keeper is not None and s.keeper.lease is not None and s.keeper.lease.standby:
-        await fence(s)
-        if s.keeper.lost.is_set():
-            return False
-    if time.monotonic() >= s._claim_until or s.keeper is None:
-        return True
     try:
-        return await leases.claim_answer(s.keeper.tables, s.req.callId, function_call_id, s.replica)
+        won = await leases.claim_answer(s.keeper.tables, s.req.callId, function_call_id, s.replica)
     except AzureError:
-        return True  # the store is down: an answer twice beats a caller left waiting
+        return False  # the store is down: an answer twice beats a caller left waiting
+    return True if won else None
+
+
+async def still_ours(s: CallSession) -> bool:
+    """False once another replica owns the call. While a standby follows it, a stale heartbeat
+    is first waited out (the fence), so a frozen owner never answers after it was replaced."""
+    keeper = s.keeper
+    if keeper is None:
+        return True
+    if keeper.followed and not keeper.lost.is_set():
+        await fence(s)
+    return not keeper.lost.is_set()
 
 
 async def fence(s: CallSession) -> None:
@@ -148,11 +161,12 @@ async def fence(s: CallSession) -> None:
         await asyncio.sleep(0.02)
 
 
-async def send_output(s: CallSession, call_id: str, output: dict[str, Any]) -> None:
-    if s.keeper is not None and s.keeper.lease is not None and s.keeper.lease.standby:
-        await fence(s)  # the tool may have run through a freeze: look again before answering
-        if s.keeper.lost.is_set():
-            return
+async def send_output(s: CallSession, call_id: str, output: dict[str, Any], *, claimed: bool = False) -> None:
+    """An answer this replica won a claim for is sent whatever happened since: the other replica
+    lost that claim and will not answer. An unclaimed one is looked at again (the tool may have
+    run through a freeze, and a standby that took the call answers unclaimed calls itself)."""
+    if not claimed and s.keeper is not None and s.keeper.followed and not await still_ours(s):
+        return
     await s._send(
         {
             "type": "conversation.item.create",
