@@ -50,7 +50,7 @@ async def _sweep_forever(app: web.Application) -> None:
     wake = app[keys.SWEEP_NOW]
     standbys = Standbys(
         timing,
-        local=lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},
+        local=registry.keepers,
         follow=lambda standing: _follow(app, standing),
         overdue=lambda owner: any(
             f.followed_owner == owner and session_standby.overdue(f) for f in registry.followers.values()
@@ -233,7 +233,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.LANE],
         app[keys.REPLICA],
         app[keys.OPTIONS].lease,
-        lambda: {cid: s.keeper for cid, s in registry.sessions.items() if s.keeper is not None},
+        registry.keepers,
     )
     app[keys.HEARTBEAT] = heartbeat
     app[keys.OPTIONS].fenced = heartbeat.fenced

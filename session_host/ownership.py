@@ -84,28 +84,28 @@ class LeaseKeeper:
             log.warning("lease update failed: %s", type(exc).__name__, extra={"call_id": self.req.callId})
             return self.lease  # unknown: keep going; the heartbeat's re-check settles it
 
+    def _settle(self, lease: Lease | None) -> None:
+        """The store's answer to a lease change: the lease as it now is, or None when another
+        replica has the call."""
+        if lease is None:
+            self.lost.set()
+        else:
+            self.lease = lease
+
     async def attached(self) -> None:
         """Our control socket is up: tell the replica that handed the call to us, so it can close
         its own. Nobody waits on a new call or one taken from a dead replica: no write then."""
         async with self._lock:
             if self.lease is None or self.lease.attached or not self.lease.offered:
                 return
-            updated = await self._update(attached=True)
-            if updated is None:
-                self.lost.set()
-            else:
-                self.lease = updated
+            self._settle(await self._update(attached=True))
 
     async def name_standby(self, standby: str) -> None:
         """Name (or replace, or with "" drop) the replica that follows this call."""
         async with self._lock:
             if self.lease is None or self.lost.is_set() or self.lease.standby == standby:
                 return
-            updated = await self._update(standby=standby)
-            if updated is None:
-                self.lost.set()
-            else:
-                self.lease = updated
+            self._settle(await self._update(standby=standby))
 
     async def adopt(self, me: str) -> None:
         """Take the lease of a call started while the store was down."""
@@ -116,10 +116,7 @@ class LeaseKeeper:
                 got = await leases.acquire(self.tables, self.req, me)
             except AzureError:
                 return
-            if got is None:
-                self.lost.set()
-            else:
-                self.lease = got
+            self._settle(got)
 
     async def hand_over(self, wait_s: float) -> bool:
         """Offer the call to a peer and wait until the peer's socket is up. True when it is."""

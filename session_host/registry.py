@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from session_host.ownership import LeaseKeeper
 from session_host.session import CallSession
 from session_host.session_guards import wrap_up
 
@@ -54,6 +55,10 @@ class CallRegistry:
                 log.error("session crashed", exc_info=task.exception(), extra={"call_id": call_id})
 
         return done
+
+    def keepers(self) -> dict[str, LeaseKeeper]:
+        """The leases of this replica's own calls (followers hold none)."""
+        return {cid: s.keeper for cid, s in self.sessions.items() if s.keeper is not None}
 
     def promote(self, call_id: str) -> CallSession | None:
         """The follower of `call_id`, moved among this replica's own calls; None if there is none."""
