@@ -43,6 +43,7 @@ from callplane.ids import BadId, check_id
 from callplane.profiles import ChosenProfile, chosen_of
 from callplane.session_config import VoiceMode, accept_body, without
 from callplane.settings import Settings
+from callplane.store import leases
 from callplane.store.models import CallStatus
 from callplane.store.profile_store import ProfileCache
 from callplane.store.records import record_unhandled_call
@@ -244,9 +245,9 @@ def _first_error(exc: ValidationError) -> str:
 
 
 async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str, Any]) -> Reply:
-    call_id, phone, received_ms = handoff.callId, handoff.callerPhone, handoff.receivedAt
+    call_id = handoff.callId
     if not handoff._admitted:
-        await _refuse(deps, call_id, phone, received_ms, 603, "caller not admitted", overflow=False)
+        await _refuse(deps, handoff, 603, "caller not admitted", overflow=False)
         return Reply(200, {"rejected": True, "callId": call_id})
     # The hand-off comes before the accept: it is the admission, and its lease (an atomic insert
     # keyed by the call id) is the dedupe. A replica that takes the call holds the lease and opens
@@ -259,7 +260,7 @@ async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str,
     if taken is not Handoff.TAKEN:
         reason = taken if isinstance(taken, str) else "no capacity; rejected busy (486)"
         sip = 486 if taken is Handoff.BUSY else 480
-        await _refuse(deps, call_id, phone, received_ms, sip, reason, overflow=True)
+        await _refuse(deps, handoff, sip, reason, overflow=True)
         return Reply(200, {"rejected": True, "callId": call_id})
     refused = await _accept(deps, call_id, handoff.webhookId, extra, chosen_of(handoff))
     # Two-phase hand-off: the owner holds the reservation and opens the control socket only once
@@ -294,11 +295,10 @@ async def _tell_owner(deps: WebhookDeps, outcome: AcceptOutcome, extra: dict[str
             log.warning("accept outcome not delivered: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
 
 
-async def _refuse(
-    deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int, sip_status: int, reason: str, *, overflow: bool
-) -> None:
+async def _refuse(deps: WebhookDeps, handoff: HandoffRequest, sip_status: int, reason: str, *, overflow: bool) -> None:
     """End a call we will not run: to the overflow target (accept, then REFER) when allowed and
     configured, else a SIP rejection; recorded as rejected with the reason."""
+    call_id = handoff.callId
     extra = {"cat": "CALL", "call_id": call_id}
     target = deps.settings.overflow_target_uri if overflow else ""
     try:
@@ -311,7 +311,7 @@ async def _refuse(
     except CallControlError as exc:
         reason = f"{reason}; could not refuse cleanly ({exc.status})"
     log.warning("call rejected: %s", reason, extra=extra)
-    await _record(deps, call_id, phone, started_ms, CallStatus.REJECTED, reason)
+    await _record(deps, handoff, CallStatus.REJECTED, reason)
 
 
 async def _accept(
@@ -412,10 +412,13 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
     return Handoff.BUSY
 
 
-async def _record(
-    deps: WebhookDeps, call_id: str, phone: str | None, started_ms: int, status: CallStatus, reason: str
-) -> None:
+async def _record(deps: WebhookDeps, handoff: HandoffRequest, status: CallStatus, reason: str) -> None:
+    """The refused call's record, and its lease tombstone: a later delivery of the same webhook
+    that finds room must not run the call nor overwrite this record."""
     try:
-        await record_unhandled_call(deps.tables, call_id, status, reason, phone, started_ms)
+        await asyncio.gather(
+            record_unhandled_call(deps.tables, handoff.callId, status, reason, handoff.callerPhone, handoff.receivedAt),
+            leases.mark_refused(deps.tables, handoff),
+        )
     except AzureError as exc:
         log.error("could not store the %s call: %s", status.value, type(exc).__name__)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, TypeVar
 
@@ -16,7 +15,6 @@ from callplane.bodies import read_limited
 from callplane.clock import now_ms
 from callplane.handoff import MAX_HANDOFF, AcceptOutcome, HandoffRequest
 from callplane.store import leases
-from callplane.store.calls import CallReader
 from callplane.telemetry import Telemetry
 from session_host import keys
 from session_host.ownership import LeaseKeeper
@@ -24,10 +22,6 @@ from session_host.session import CallSession
 
 log = logging.getLogger("session_host.handoff")
 MAX_HANDOFF_AGE_MS = 60_000  # the Function App gives up after seconds; older is a replay
-
-
-async def _ended(app: web.Application, call_id: str) -> bool:
-    return await CallReader(app[keys.LANE]).has_ended(call_id)  # on the caller's path: the fast lane
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -106,14 +100,11 @@ async def take_call(request: web.Request) -> web.Response:
 async def _reserve(app: web.Application, request: web.Request, req: HandoffRequest) -> web.Response:
     lease = None
     try:
-        # Read the record alongside the lease (no added wait): a replayed hand-off of a call that
-        # already ended must not run it again nor touch its record.
-        lease, ended = await asyncio.gather(
-            leases.acquire(app[keys.LANE], req, app[keys.REPLICA]), _ended(app, req.callId)
-        )
-        if ended:
-            if lease is not None:
-                await leases.release(app[keys.LANE], lease)
+        # One store request on the caller's path, shared with the hand-offs that arrive with it.
+        # A replayed hand-off of a call that already ended finds its tombstone: it must not run
+        # the call again nor touch its record.
+        lease = await leases.acquire(app[keys.LANE], req, app[keys.REPLICA])
+        if lease is not None and lease.ended:
             return web.json_response({"callId": req.callId, "status": "already ended"}, status=200)
         if lease is None:
             return web.json_response({"error": "call owned by another live replica"}, status=409)

@@ -24,6 +24,7 @@ FORGET_AFTER_MS = 15 * 60 * 1000  # a dead replica's heartbeat is dropped this l
 # While a standby follows one of its calls, a replica beats at least this often, so the standby can
 # tell a dead owner from a live one within a second (three missed beats) instead of a whole TTL.
 QUICK_BEAT_S = 0.2
+TOMBSTONE_SWEEP_MS = 60_000  # finished calls' tombstones are dropped about this often (by any replica)
 
 
 @dataclass(slots=True)
@@ -116,7 +117,7 @@ class LeaseKeeper:
                 got = await leases.acquire(self.tables, self.req, me)
             except AzureError:
                 return
-            self._settle(got)
+            self._settle(None if got is not None and got.ended else got)
 
     async def hand_over(self, wait_s: float) -> bool:
         """Offer the call to a peer and wait until the peer's socket is up. True when it is."""
@@ -270,6 +271,7 @@ class Sweeper:
     standbys: Standbys | None = None
     peers: list[str] = field(default_factory=list)  # alive, not draining, not us
     _cleared: dict[str, str] = field(default_factory=dict)  # dead replica -> heartbeat ETag seen owning nothing
+    _tombstones_swept_ms: int = 0
 
     async def sweep(self, *, quick: bool = False) -> int:
         """One pass. `quick`: only look for dead or stale owners (a followed call waits for an
@@ -290,6 +292,9 @@ class Sweeper:
             taken += await self._sweep_peer(peer, sb)
         if sb is not None and not quick:
             await self._name_standbys(sb)
+        if not quick and now_ms() - self._tombstones_swept_ms > TOMBSTONE_SWEEP_MS:
+            self._tombstones_swept_ms = now_ms()
+            await leases.drop_tombstones(self.tables)
         return taken
 
     async def _sweep_peer(self, peer: Beat, sb: Standbys | None) -> int:

@@ -120,3 +120,51 @@ async def test_offered_calls_are_taken_only_from_a_draining_peer(tables: Tables)
     assert await handing is True and keeper.lost.is_set()
     assert [lease.call_id for lease in taken] == ["rtc_7"]
     assert (await leases.get(tables, "rtc_7")).owner == "b"  # type: ignore[union-attr]
+
+
+async def test_inserts_that_arrive_together_share_transactions_and_each_gets_its_own_answer(tables: Tables) -> None:
+    await leases.beat(tables, "a", 60_000, None)
+    assert await leases.acquire(tables, req(5), "b") is not None  # taken before the burst
+    before = tables.leases.requests
+    got = await asyncio.gather(*(leases.acquire(tables, req(i), "a") for i in range(250)))
+    # 249 new leases in a few transactions; the one "b" holds (alive? no beat: its lease ETag
+    # guards it, so "a" takes it) is answered by itself, not by the failed batch.
+    assert all(lease is not None and lease.owner == "a" for lease in got)
+    assert {lease.call_id for lease in got if lease} == {f"rtc_{i}" for i in range(250)}
+    assert tables.lease_inserts.transactions >= 2
+    assert tables.leases.requests - before < 60, "not one request per insert"
+    for i in (0, 5, 249):
+        stored = await leases.get(tables, f"rtc_{i}")
+        assert stored is not None and stored.owner == "a"
+
+
+async def test_a_duplicate_in_a_burst_fails_alone(tables: Tables) -> None:
+    await leases.beat(tables, "b", 60_000, None)
+    assert await leases.acquire(tables, req(7), "b") is not None
+    got = await asyncio.gather(*(leases.acquire(tables, req(i), "a") for i in range(20)))
+    assert got[7] is None, "a live owner's call stays its own"
+    assert all(lease is not None and lease.owner == "a" for i, lease in enumerate(got) if i != 7)
+
+
+async def test_an_ended_call_leaves_a_tombstone_that_a_replay_finds(tables: Tables) -> None:
+    await leases.beat(tables, "a", 60_000, None)
+    lease = await leases.acquire(tables, req(1), "a")
+    assert lease is not None and not lease.ended
+    await leases.release(tables, lease)
+    again = await leases.acquire(tables, req(1), "b")
+    assert again is not None and again.ended, "the replay is told the call ended"
+    assert await leases.owned_by(tables, "a") == []
+    await leases.mark_refused(tables, req(2))
+    refused = await leases.acquire(tables, req(2), "a")
+    assert refused is not None and refused.ended
+    # A refusal never overwrites a live lease.
+    live = await leases.acquire(tables, req(3), "a")
+    await leases.mark_refused(tables, req(3))
+    still = await leases.get(tables, "rtc_3")
+    assert live is not None and still is not None and still.owner == "a"
+
+    assert await leases.drop_tombstones(tables, older_than_ms=60_000) == 0, "young tombstones stay"
+    await asyncio.sleep(0.05)
+    assert await leases.drop_tombstones(tables, older_than_ms=1) == 2
+    assert await leases.get(tables, "rtc_1") is None and await leases.get(tables, "rtc_2") is None
+    assert (await leases.get(tables, "rtc_3")) is not None

@@ -6,6 +6,12 @@
                        replica can resume the call from the store alone.
 - RK="~beat:<replica>" the replica's heartbeat: when it was written, its expiry and a draining flag.
 
+When a call ends its lease is not deleted but becomes a tombstone (owner `~ended`) for
+TOMBSTONE_KEEP_MS, and the Function App writes one for each call it refuses: a replayed or
+duplicate delivery of a finished call then fails the lease insert it makes anyway, so "has this
+call already ended?" costs nothing on the caller's path (it used to be a read of the call's
+record before every accept). Sweepers drop old tombstones in batches.
+
 A lease is live while its owner's heartbeat is. Renewing one heartbeat per replica instead of
 every lease keeps the steady-state cost at one request per replica per beat, not one per call.
 Both kinds share a partition so that taking a dead replica's calls is one table transaction that
@@ -29,6 +35,9 @@ from callplane.store.models import to_entity
 from callplane.store.tables import Tables
 
 PK = "lease"
+ENDED = "~ended"  # the owner of a finished call's lease (never a replica's name)
+# Longer than the signed webhook's replay window (5 min) plus the service's retries of a delivery.
+TOMBSTONE_KEEP_MS = 15 * 60 * 1000
 BEAT_PREFIX = "~beat:"  # "~" sorts after every call id, so the beats are one key range
 MAX_CLAIM = 99  # a transaction holds 100 operations: the heartbeat and 99 leases
 
@@ -60,6 +69,11 @@ class Lease:
     etag: str
     offered: bool = False  # not stored: taken from a peer that waits for our `attached`
     standby: str = ""  # the replica whose socket follows the call, ready to take it over
+
+    @property
+    def ended(self) -> bool:
+        """A tombstone: the call ended (or was refused) and must not run again."""
+        return self.owner == ENDED
 
 
 def _int(value: object) -> int:
@@ -189,16 +203,20 @@ async def standing_by(tables: Tables, replica: str) -> list[Lease]:
 
 async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | None:
     """Take a freshly handed-off call's lease: new, ours already, offered for hand-over, or its
-    owner is dead. None when a live replica owns it (or another replica won the race)."""
+    owner is dead. None when a live replica owns it (or another replica won the race); the
+    tombstone (`ended`) when the call already ended. Inserts that arrive together share one
+    transaction (`Tables.lease_inserts`)."""
     entity = _entity(req, owner)
     try:
-        meta = await tables.leases.create_entity(entity)
+        meta = await tables.lease_inserts.create(entity)
         return _lease(entity, meta["etag"])
     except ResourceExistsError:
         pass
     current = await get(tables, req.callId)
     if current is None:
         return await acquire(tables, req, owner)
+    if current.ended:
+        return current
     if current.owner == owner or current.handover:
         return await update(tables, current, owner=owner, request=req if current.owner == owner else None)
     holder = await get_beat(tables, current.owner)
@@ -262,14 +280,47 @@ async def update(
     return _lease(entity, meta["etag"])
 
 
+def _tombstone(req: HandoffRequest) -> dict[str, object]:
+    return {**_entity(req, ENDED), **to_entity(PK, req.callId, {"endedAt": now_ms()})}
+
+
 async def release(tables: Tables, lease: Lease) -> None:
-    """The call ended: drop the lease (only if it is still ours)."""
+    """The call ended: its lease becomes a tombstone (only if it is still ours)."""
     try:
-        await tables.leases.delete_entity(
-            PK, lease.call_id, etag=lease.etag, match_condition=MatchConditions.IfNotModified
-        )
+        await tables.leases.update_entity(_tombstone(lease.request), **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
         pass
+
+
+async def mark_refused(tables: Tables, req: HandoffRequest) -> None:
+    """A call the Function App refused: a tombstone, unless a replica holds its lease."""
+    try:
+        await tables.leases.create_entity(_tombstone(req))
+    except ResourceExistsError:
+        pass
+
+
+async def drop_tombstones(tables: Tables, older_than_ms: int = TOMBSTONE_KEEP_MS) -> int:
+    """Delete tombstones older than `older_than_ms`, a transaction per 100; how many went."""
+    cutoff = now_ms() - older_than_ms
+    old = await tables.leases.query(
+        "PartitionKey eq @pk and owner eq @ended and endedAt lt @cutoff",
+        {"pk": PK, "ended": ENDED, "cutoff": cutoff},
+        select=["PartitionKey", "RowKey"],
+        parse=lambda e: str(e["RowKey"]),
+    )
+    for start in range(0, len(old), 100):
+        ops: list[tuple[Any, ...]] = [("delete", {"PartitionKey": PK, "RowKey": rk}) for rk in old[start : start + 100]]
+        try:
+            await tables.leases.submit_transaction(ops)
+        except (TableTransactionError, ResourceNotFoundError):
+            # One was gone already (another sweeper): the rest one by one.
+            for op in ops:
+                try:
+                    await tables.leases.delete_entity(PK, op[1]["RowKey"])
+                except ResourceNotFoundError:
+                    pass
+    return len(old)
 
 
 # --- accept outcomes that reached a replica other than the owner ---------------------------------

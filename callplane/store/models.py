@@ -103,7 +103,7 @@ class TranscriptTurn(BaseModel):
 
 
 _JSON_FIELDS = ("toolCalls", "latencies", "usage")
-_INT64_FIELDS = ("startTime", "endTime", "duration", "updatedAt", "timestamp", "expiresAt", "beatAt")
+_INT64_FIELDS = ("startTime", "endTime", "duration", "updatedAt", "timestamp", "expiresAt", "beatAt", "endedAt")
 # Edm.String holds 64 KiB (32K UTF-16 units); keep well under it.
 MAX_TEXT = 30_000
 

@@ -24,6 +24,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from callplane.settings import Settings
+from callplane.store.coalesce import InsertBatcher
 
 TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions", "profiles")
 log = logging.getLogger("callplane.store")
@@ -169,6 +170,8 @@ class Tables:
     # Bumped whenever a table had to be created again: whatever a writer cached as "already in
     # the store" (index buckets, live rows, rollup ETags) may be gone. Per table name.
     generations: dict[str, int] = field(default_factory=dict)
+    # Lease inserts arrive in bursts on the caller's path (one per new call): they go together.
+    lease_inserts: InsertBatcher = field(init=False)
 
     @property
     def generation(self) -> int:
@@ -177,6 +180,7 @@ class Tables:
     def __post_init__(self) -> None:
         for ops in self.all():
             ops.on_recreated = self._bump
+        self.lease_inserts = InsertBatcher(self.leases)
 
     def all(self) -> tuple[TableOps, ...]:
         return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions, self.profiles)
