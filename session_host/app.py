@@ -30,7 +30,7 @@ from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
 from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
-from session_host import api, auth, dashboard, keys, profiles_api, session_standby
+from session_host import api, auth, dashboard, keys, profiles_api, session_accept, session_standby
 from session_host.handoff_routes import accept_outcome, session_for, take_call
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
@@ -247,6 +247,16 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(supervised("lease-sweeper", lambda: _sweep_forever(app), restarts), name="lease-sweeper"),
         asyncio.create_task(supervised("retention", lambda: _purge_forever(app), restarts), name="retention"),
         asyncio.create_task(supervised("profiles", app[keys.PROFILES].run, restarts), name="profiles"),
+        asyncio.create_task(
+            supervised(
+                "accept-outcomes",
+                lambda: session_accept.watch_outcomes(
+                    app[keys.LANE], lambda: {k: v for k, v in registry.sessions.items() if v.awaiting_accept}
+                ),
+                restarts,
+            ),
+            name="accept-outcomes",
+        ),
     ]
     yield
     for task in tasks[1:]:

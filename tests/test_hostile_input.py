@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-
 from callplane import signing
 from callplane.clock import now_ms
 from callplane.handoff import HANDOFF_PATH, HandoffRequest, SipHeader

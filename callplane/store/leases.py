@@ -334,16 +334,22 @@ async def put_outcome(tables: Tables, outcome: AcceptOutcome) -> None:
     )
 
 
-async def take_outcome(tables: Tables, call_id: str) -> AcceptOutcome | None:
-    try:
-        entity = await tables.leases.get_entity(OUTCOME_PK, call_id)
-    except ResourceNotFoundError:
-        return None
-    try:
-        await tables.leases.delete_entity(OUTCOME_PK, call_id)
-    except ResourceNotFoundError:
-        pass
-    return AcceptOutcome.model_validate_json(str(entity["outcome"]))
+async def take_outcomes(tables: Tables, wanted: set[str]) -> list[AcceptOutcome]:
+    """The outcomes left for any of `wanted` (one query for them all, however many wait), each
+    deleted from the store once read."""
+    rows = await tables.leases.query(
+        "PartitionKey eq @pk", {"pk": OUTCOME_PK}, parse=lambda e: (str(e["RowKey"]), str(e["outcome"]))
+    )
+    found = []
+    for call_id, body in rows:
+        if call_id not in wanted:
+            continue  # another replica's call
+        try:
+            await tables.leases.delete_entity(OUTCOME_PK, call_id)
+        except ResourceNotFoundError:
+            continue  # another replica's copy of the same call took it
+        found.append(AcceptOutcome.model_validate_json(body))
+    return found
 
 
 # --- exactly-once answers to function calls around a change of owner ---------------------------
