@@ -16,6 +16,7 @@ import aiohttp
 from callplane.call_control import CallControl
 from callplane.settings import ConfigError, Role, Settings, build_settings
 from callplane.store.profile_store import ProfileCache
+from callplane.store.records import RefusalRecorder
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.telemetry import Telemetry, configure
 from callplane.vault import SECRETS, KeyVaultSource
@@ -38,7 +39,9 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
     if telemetry is None:
         configure(settings.applicationinsights_connection_string, "webhook", settings.azure_client_id)
         telemetry = Telemetry()
-    http = aiohttp.ClientSession()
+    # No cap on connections (aiohttp's default is 100): in a burst of calls every hand-off and
+    # accept goes out at once; a cap made the 101st caller wait for the first hundred's accepts.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     tables = open_tables(settings)
     try:
         await ensure_tables(tables)
@@ -56,6 +59,7 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
         control=CallControl(http, settings),
         tables=tables,
         telemetry=telemetry,
+        refusals=RefusalRecorder(tables),
         profiles=profiles,
     )
     deps.profile_task = asyncio.get_running_loop().create_task(profiles.run(), name="profiles")

@@ -43,10 +43,9 @@ from callplane.ids import BadId, check_id
 from callplane.profiles import ChosenProfile, chosen_of
 from callplane.session_config import VoiceMode, accept_body, without
 from callplane.settings import Settings
-from callplane.store import leases
 from callplane.store.models import CallStatus
 from callplane.store.profile_store import ProfileCache
-from callplane.store.records import record_unhandled_call
+from callplane.store.records import RefusalRecorder, Unhandled
 from callplane.store.tables import Tables
 from callplane.telemetry import Telemetry
 
@@ -73,6 +72,7 @@ class WebhookDeps:
     control: CallControl
     tables: Tables
     telemetry: Telemetry
+    refusals: RefusalRecorder
     profiles: ProfileCache | None = None  # None: the built-in agent for every call
     profile_task: asyncio.Task[None] | None = None
     # Reads the webhook secret again (Key Vault): a re-registered endpoint has a new one.
@@ -402,7 +402,10 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
                 log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)
                 if resp.status == 503:
                     full += 1
-                    if full >= FULL_ANSWERS and "capacity" in (await resp.text()):
+                    said = await _json_or_empty(resp)
+                    if said.get("fleetFull") is True:
+                        full = FULL_ANSWERS  # that replica knows its peers are full too
+                    if full >= FULL_ANSWERS and "capacity" in str(said.get("error")):
                         deps.full_until = time.monotonic() + FULL_MEMO_S
                     continue
                 full = 0
@@ -412,13 +415,18 @@ async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str,
     return Handoff.BUSY
 
 
-async def _record(deps: WebhookDeps, handoff: HandoffRequest, status: CallStatus, reason: str) -> None:
-    """The refused call's record, and its lease tombstone: a later delivery of the same webhook
-    that finds room must not run the call nor overwrite this record."""
+async def _json_or_empty(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     try:
-        await asyncio.gather(
-            record_unhandled_call(deps.tables, handoff.callId, status, reason, handoff.callerPhone, handoff.receivedAt),
-            leases.mark_refused(deps.tables, handoff),
-        )
-    except AzureError as exc:
+        doc = await resp.json(content_type=None)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+async def _record(deps: WebhookDeps, handoff: HandoffRequest, status: CallStatus, reason: str) -> None:
+    """The refused call's record and its lease tombstone, stored with the other refusals of the
+    moment (a full fleet refuses in bursts)."""
+    try:
+        await deps.refusals.record(Unhandled(handoff, status, reason))
+    except (AzureError, OSError) as exc:
         log.error("could not store the %s call: %s", status.value, type(exc).__name__)

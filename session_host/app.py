@@ -79,6 +79,7 @@ async def _sweep_forever(app: web.Application) -> None:
         last_full = last_full if quick else loop.time()
         try:
             await sweeper.sweep(quick=quick)
+            registry.peers_full = sweeper.peers_full
         except Exception as exc:  # the store may be down; try again next sweep
             if (skipped := app[keys.THROTTLE].due("sweep")) is not None:
                 log.warning(
@@ -234,6 +235,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.REPLICA],
         app[keys.OPTIONS].lease,
         registry.keepers,
+        registry.room,
     )
     app[keys.HEARTBEAT] = heartbeat
     app[keys.OPTIONS].fenced = heartbeat.fenced

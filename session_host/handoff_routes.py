@@ -77,7 +77,11 @@ async def take_call(request: web.Request) -> web.Response:
     if req.callId in registry:
         return web.json_response({"callId": req.callId, "status": "already running here"}, status=200)
     if not registry.accepting or registry.full:
-        return web.json_response({"error": "at capacity"}, status=503, headers={"Retry-After": "1"})
+        # `fleetFull`: no live peer had room at its last beat either, so the Function App refuses
+        # the caller now (and the next ones for a moment) instead of asking again.
+        return web.json_response(
+            {"error": "at capacity", "fleetFull": registry.peers_full}, status=503, headers={"Retry-After": "1"}
+        )
     if not (heartbeat := app.get(keys.HEARTBEAT)) or not heartbeat.current():
         # Peers would take this replica for dead and claim the call: let a replica that can beat take it.
         return web.json_response(

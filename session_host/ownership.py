@@ -163,6 +163,7 @@ class Heartbeat:
     replica: str
     timing: LeaseTiming
     local: Callable[[], Mapping[str, LeaseKeeper]]
+    room: Callable[[], int] = lambda: -1  # calls this replica could still take, told to peers
     draining: bool = False
     last_ok_ms: int = 0  # when a beat last reached the store
     last_beat_at_ms: int = 0  # the time written in that beat, which standbys compare with
@@ -184,14 +185,16 @@ class Heartbeat:
         try:
             try:
                 fresh = await leases.beat(
-                    self.tables, self.replica, self.timing.ttl_ms, self._etag, draining=self.draining
+                    self.tables, self.replica, self.timing.ttl_ms, self._etag, draining=self.draining, room=self.room()
                 )
             except ResourceNotFoundError:
                 # Our heartbeat is gone, so the store lost its leases (it came back empty): beat
                 # afresh and take every local call's lease again. Acquiring is guarded, so a call
                 # a peer holds meanwhile is let go of, not doubled.
                 log.warning("the heartbeat was missing from the store; re-taking this replica's leases")
-                fresh = await leases.beat(self.tables, self.replica, self.timing.ttl_ms, None, draining=self.draining)
+                fresh = await leases.beat(
+                    self.tables, self.replica, self.timing.ttl_ms, None, draining=self.draining, room=self.room()
+                )
                 assert fresh is not None
                 for keeper in self.local().values():
                     keeper.lease = None
@@ -199,7 +202,9 @@ class Heartbeat:
                 # A peer found us expired and took some calls. Beat unconditionally first (no
                 # further claim can succeed), then let go of whatever is no longer ours.
                 log.warning("this replica was taken for dead; re-checking its calls", extra={"cat": "WARNING"})
-                fresh = await leases.beat(self.tables, self.replica, self.timing.ttl_ms, None, draining=self.draining)
+                fresh = await leases.beat(
+                    self.tables, self.replica, self.timing.ttl_ms, None, draining=self.draining, room=self.room()
+                )
                 assert fresh is not None
                 self._etag = fresh.etag
                 await self._let_go_of_lost_calls()
@@ -270,6 +275,7 @@ class Sweeper:
     resume: Callable[[Lease], Awaitable[None]]
     standbys: Standbys | None = None
     peers: list[str] = field(default_factory=list)  # alive, not draining, not us
+    peers_full: bool = True  # no such peer said it had room at its last beat
     _cleared: dict[str, str] = field(default_factory=dict)  # dead replica -> heartbeat ETag seen owning nothing
     _tombstones_swept_ms: int = 0
 
@@ -278,7 +284,9 @@ class Sweeper:
         answer, so this runs many times a second until the owner answers or is taken over)."""
         taken = 0
         beats = await leases.beats(self.tables)
-        self.peers = sorted(b.replica for b in beats if b.alive and not b.draining and b.replica != self.replica)
+        live = [b for b in beats if b.alive and not b.draining and b.replica != self.replica]
+        self.peers = sorted(b.replica for b in live)
+        self.peers_full = all(b.room == 0 for b in live)
         sb = self.standbys if self.standbys is not None and self.standbys.enabled else None
         if sb is not None and not quick:
             # Only a live peer can name us its standby: alone, skip the query (idle cost).

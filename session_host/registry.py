@@ -27,6 +27,9 @@ class CallRegistry:
         self.before_handover: Callable[[], Awaitable[object]] | None = None
         self.peers_alive: Callable[[], Awaitable[bool]] | None = None
         self.finished = 0  # sessions that ended here (for control-plane cost per call)
+        # No live peer said it had room at its last heartbeat (set by the sweeper): when this
+        # replica is full too, the whole fleet is, and the Function App need not ask again.
+        self.peers_full = False
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -37,6 +40,10 @@ class CallRegistry:
     @property
     def full(self) -> bool:
         return len(self.sessions) + len(self.taking) >= self.capacity
+
+    def room(self) -> int:
+        """Calls this replica could still take (told to peers in its heartbeat)."""
+        return max(0, self.capacity - len(self.sessions) - len(self.taking)) if self.accepting else 0
 
     def start(self, session: CallSession) -> None:
         call_id = session.req.callId

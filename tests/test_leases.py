@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
 from callplane.settings import Role, build_settings
 from callplane.signing import new_secret
 from callplane.store import leases
+from callplane.store.calls import CallReader
+from callplane.store.models import CallStatus
+from callplane.store.records import RefusalRecorder, Unhandled
+from callplane.store.rollups import read_stats
 from callplane.store.tables import Tables, ensure_tables, open_tables
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
 
@@ -168,3 +173,44 @@ async def test_an_ended_call_leaves_a_tombstone_that_a_replay_finds(tables: Tabl
     assert await leases.drop_tombstones(tables, older_than_ms=1) == 2
     assert await leases.get(tables, "rtc_1") is None and await leases.get(tables, "rtc_2") is None
     assert (await leases.get(tables, "rtc_3")) is not None
+
+
+async def test_a_sweep_knows_whether_any_live_peer_has_room(tables: Tables) -> None:
+    async def resume(_: leases.Lease) -> None:
+        return None
+
+    sweeper = Sweeper(tables, "c", lambda: 0, resume)
+    await sweeper.sweep()
+    assert sweeper.peers_full, "alone: no peer can take a call"
+    await leases.beat(tables, "a", 60_000, None, room=0)
+    await leases.beat(tables, "b", 60_000, None, room=3)
+    await sweeper.sweep()
+    assert not sweeper.peers_full and sweeper.peers == ["a", "b"]
+    await leases.beat(tables, "b", 60_000, None, room=0)
+    await sweeper.sweep()
+    assert sweeper.peers_full
+    await leases.beat(tables, "d", 60_000, None)  # a replica that does not say: assumed to have room
+    await sweeper.sweep()
+    assert not sweeper.peers_full
+    await leases.beat(tables, "d", 60_000, None, draining=True, room=5)  # draining takes nothing
+    await sweeper.sweep()
+    assert sweeper.peers_full
+
+
+async def test_a_burst_of_refusals_is_stored_together_and_whole(tables: Tables) -> None:
+    recorder = RefusalRecorder(tables, window_s=0.05)
+    requests = [HandoffRequest(callId=f"rtc_r{i}", webhookId=f"wh_r{i}", receivedAt=now_ms() - 100) for i in range(40)]
+    before = sum(ops.requests for ops in tables.all())
+    await asyncio.gather(*(recorder.record(Unhandled(r, CallStatus.REJECTED, "busy (486)")) for r in requests))
+    made = sum(ops.requests for ops in tables.all()) - before
+    assert made < 40 * 2, f"{made} requests for 40 refusals (was about 7 each)"
+    reader = CallReader(tables)
+    for r in (requests[0], requests[-1]):
+        call = await reader.get_call(r.callId)
+        assert call is not None and call.status is CallStatus.REJECTED and call.endReason == "busy (486)"
+        tomb = await leases.get(tables, r.callId)
+        assert tomb is not None and tomb.ended
+    stats = await read_stats(tables)
+    assert stats["totalCalls"] == stats["rejectedCalls"] == 40
+    listed, _ = await reader.list_recent(50)
+    assert len(listed) == 40

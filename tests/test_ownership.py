@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from callplane import signing
+from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
 from session_host import keys
 from session_host.ownership import LeaseTiming
@@ -174,6 +175,19 @@ async def test_full_replicas_reject_busy_or_overflow(conn: str) -> None:
         assert summary["rejectedWith"] == 486 and summary["socketOpens"] == 0
         call = await stack.wait_call(busy)
         assert call["status"] == "rejected" and "486" in call["endReason"]
+        # Once a sweep has seen that no peer has room, the full replica says the fleet is full:
+        # the Function App then refuses without asking again.
+        body = HandoffRequest(callId="rtc_another", webhookId="wh_full", receivedAt=now_ms()).body()
+        said: dict[str, object] = {}
+        for _ in range(50):
+            headers = {"content-type": "application/json", **signing.sign_headers(stack.settings.handoff_secret, body)}
+            async with stack.http.post(f"{stack.host_url}/internal/calls", data=body, headers=headers) as resp:
+                assert resp.status == 503
+                said = await resp.json()
+            if said.get("fleetFull"):
+                break
+            await asyncio.sleep(0.1)
+        assert said == {"error": "at capacity", "fleetFull": True}
     async with run_stack(
         conn, time_scale=4, MAX_CALLS_PER_REPLICA="1", OVERFLOW_TARGET_URI="tel:+18005550000"
     ) as stack:

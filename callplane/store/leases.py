@@ -49,6 +49,7 @@ class Beat:
     draining: bool
     etag: str
     beat_at_ms: int = 0  # when the owner wrote it (its own clock)
+    room: int = -1  # calls it could still take when it beat (-1: not said)
 
     @property
     def alive(self) -> bool:
@@ -80,8 +81,16 @@ def _int(value: object) -> int:
     return int(getattr(value, "value", value))  # type: ignore[call-overload,no-any-return]
 
 
-def _beat_entity(replica: str, expires_ms: int, draining: bool, beat_at_ms: int | None = None) -> dict[str, object]:
-    fields = {"replica": replica, "expiresAt": expires_ms, "draining": draining, "beatAt": beat_at_ms or now_ms()}
+def _beat_entity(
+    replica: str, expires_ms: int, draining: bool, beat_at_ms: int | None = None, room: int = -1
+) -> dict[str, object]:
+    fields = {
+        "replica": replica,
+        "expiresAt": expires_ms,
+        "draining": draining,
+        "beatAt": beat_at_ms or now_ms(),
+        "room": room,
+    }
     return to_entity(PK, BEAT_PREFIX + replica, fields)
 
 
@@ -92,6 +101,7 @@ def _beat(entity: dict[str, object], etag: str) -> Beat:
         draining=bool(entity.get("draining")),
         etag=etag,
         beat_at_ms=_int(entity.get("beatAt") or 0),
+        room=_int(entity["room"]) if entity.get("room") is not None else -1,
     )
 
 
@@ -135,11 +145,12 @@ async def beat(
     *,
     draining: bool = False,
     expires_ms: int | None = None,
+    room: int = -1,
 ) -> Beat | None:
     """Renew our heartbeat. With `etag`, None when it changed since: a peer declared us dead and
     took some of our calls; ResourceNotFoundError when it is gone (the store lost it: no peer
     deletes a heartbeat that owns calls). Without it, (re)start the heartbeat unconditionally."""
-    entity = _beat_entity(replica, now_ms() + ttl_ms if expires_ms is None else expires_ms, draining)
+    entity = _beat_entity(replica, now_ms() + ttl_ms if expires_ms is None else expires_ms, draining, room=room)
     if etag is None:
         meta = await tables.leases.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return _beat(entity, meta["etag"])
@@ -245,7 +256,11 @@ async def claim(tables: Tables, dead: Beat, taken: list[Lease], owner: str) -> l
         return []
     entities = [_entity(lease.request, owner) for lease in taken]
     ops: list[tuple[Any, ...]] = [
-        ("update", _beat_entity(dead.replica, dead.expires_ms, dead.draining, dead.beat_at_ms), _guarded(dead.etag))
+        (
+            "update",
+            _beat_entity(dead.replica, dead.expires_ms, dead.draining, dead.beat_at_ms, dead.room),
+            _guarded(dead.etag),
+        )
     ]
     ops += [("update", entity, _guarded(lease.etag)) for lease, entity in zip(taken, entities, strict=True)]
     try:
@@ -295,7 +310,7 @@ async def release(tables: Tables, lease: Lease) -> None:
 async def mark_refused(tables: Tables, req: HandoffRequest) -> None:
     """A call the Function App refused: a tombstone, unless a replica holds its lease."""
     try:
-        await tables.leases.create_entity(_tombstone(req))
+        await tables.lease_inserts.create(_tombstone(req))
     except ResourceExistsError:
         pass
 
