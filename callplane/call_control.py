@@ -89,11 +89,16 @@ class CallControl:
         self.auth = auth or RealtimeAuth(settings)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def _post(self, call_id: str, action: str, body: dict[str, Any] | None) -> None:
+    async def _post(self, call_id: str, action: str, body: dict[str, Any] | bytes | None) -> None:
         url = f"{self._settings.call_control_base}/{quote(call_id, safe='')}/{action}"
         headers = await self.auth.headers()
+        if isinstance(body, bytes):  # already encoded (the same accept body serves many calls)
+            sent: dict[str, Any] = {"data": body}
+            headers = {**headers, "content-type": "application/json"}
+        else:
+            sent = {"json": body}
         try:
-            async with self._http.post(url, json=body, headers=headers, timeout=self._timeout) as resp:
+            async with self._http.post(url, headers=headers, timeout=self._timeout, **sent) as resp:
                 if resp.status < 300:
                     await resp.read()
                     return
@@ -108,7 +113,7 @@ class CallControl:
             message = raw[:200].decode(errors="replace")
         raise CallControlError(resp.status, code, message or resp.reason or "error", param)
 
-    async def accept(self, call_id: str, body: dict[str, Any]) -> None:
+    async def accept(self, call_id: str, body: dict[str, Any] | bytes) -> None:
         await self._post(call_id, "accept", body)
 
     async def reject(self, call_id: str, status_code: int = 603) -> None:

@@ -81,6 +81,7 @@ class WebhookDeps:
     # Until then (monotonic) every replica answered "at capacity": new calls are refused at once
     # rather than each asking again while the fleet is full (overload refused fast, not slowly).
     full_until: float = 0.0
+    accept_bodies: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
 
 
 def _matches(patterns: str, phone: str | None) -> bool:
@@ -146,6 +147,7 @@ async def _fresh_secret(deps: WebhookDeps) -> bool:
     if not fresh or fresh == deps.settings.openai_webhook_secret:
         return False
     deps.settings = deps.settings.model_copy(update={"openai_webhook_secret": fresh})
+    deps.accept_bodies.clear()
     log.warning("the webhook secret changed in Key Vault; using the new one")
     return True
 
@@ -329,7 +331,7 @@ async def _accept_with_fallback(
     dropped: set[str] = set()
     while mode is not None:
         try:
-            await deps.control.accept(call_id, without(accept_body(deps.settings, mode, chosen), dropped))
+            await deps.control.accept(call_id, _accept_bytes(deps, mode, chosen, dropped))
             log.info("call accepted", extra=extra)
             return None
         except CallControlError as exc:
@@ -352,6 +354,26 @@ async def _accept_with_fallback(
             status = 503 if exc.retryable else 502
             return Reply(status, {"error": f"accept failed: {exc.status} {exc.code or ''}".strip()})
     return None
+
+
+def _accept_bytes(deps: WebhookDeps, mode: VoiceMode, chosen: ChosenProfile | None, dropped: set[str]) -> bytes:
+    """The accept body, encoded once per distinct configuration (a burst of calls to the same
+    agent shares it): voice mode, profile version and caller variables, and the parameters the
+    service refused. Cleared whenever the settings are replaced."""
+    key = (
+        mode,
+        chosen.name if chosen else None,
+        chosen.version if chosen else None,
+        tuple(sorted(chosen.variables.items())) if chosen else (),
+        tuple(sorted(dropped)),
+    )
+    body = deps.accept_bodies.get(key)
+    if body is None:
+        if len(deps.accept_bodies) >= 256:
+            deps.accept_bodies.clear()
+        body = json.dumps(without(accept_body(deps.settings, mode, chosen), dropped), separators=(",", ":")).encode()
+        deps.accept_bodies[key] = body
+    return body
 
 
 class Handoff(Enum):

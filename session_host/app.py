@@ -241,6 +241,7 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.OPTIONS].fenced = heartbeat.fenced
     registry.before_handover = heartbeat.announce_draining
     registry.peers_alive = lambda: _peers_alive(app)
+    app[keys.WRITER].busy = registry.setting_up
     app[keys.WRITER].on_store_reset = lambda lost_before: _put_live_calls_again(app, lost_before)
     await heartbeat.beat()  # before any lease names this replica, so peers never see an owner with no heartbeat
     restarts = app[keys.RESTARTS]

@@ -41,6 +41,10 @@ class CallRegistry:
     def full(self) -> bool:
         return len(self.sessions) + len(self.taking) >= self.capacity
 
+    def setting_up(self) -> bool:
+        """Callers are being answered here: hand-offs, accepts or greetings under way."""
+        return bool(self.taking) or any(s.setting_up for s in self.sessions.values())
+
     def room(self) -> int:
         """Calls this replica could still take (told to peers in its heartbeat)."""
         return max(0, self.capacity - len(self.sessions) - len(self.taking)) if self.accepting else 0

@@ -243,6 +243,11 @@ class CallSession:
             await self.on_finish(self)
 
     @property
+    def setting_up(self) -> bool:
+        """A new call not greeted yet (its caller is waiting to hear the agent)."""
+        return not self.following and self.resumed is None and not self._greeted and self._end is None
+
+    @property
     def awaiting_accept(self) -> bool:
         """Reserved here, and the accept has not landed (nor failed for good) yet."""
         if self.following or self.resumed is not None or self._connected_once:

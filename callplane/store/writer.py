@@ -112,6 +112,11 @@ class StoreWriter:
         # the owner puts its live calls again, and the "started" counts it had written.
         self.on_store_reset: Callable[[int], None] | None = None
         self.stats = WriterStats()
+        # True while callers are being answered (hand-offs, accepts, greetings under way): a
+        # flush then waits up to `max_yield_s`, so the store thread's CPU (the SDK holds the GIL
+        # for milliseconds per request) goes to greetings first. Forced flushes never wait.
+        self.busy: Callable[[], bool] = lambda: False
+        self.max_yield_s = 1.0
         self._throttle = Throttle()
         self.set_aside: deque[SetAside] = deque(maxlen=50)  # the newest entities the store refused
 
@@ -204,6 +209,7 @@ class StoreWriter:
             except TimeoutError:
                 pass
             self._wake.clear()
+            await self._yield_to_callers()
             # Shielded: `close` cancels this loop, and a flush cancelled halfway would lose the
             # batch it had taken out of the buffer. The flush finishes; `close` waits for its lock.
             ok = await asyncio.shield(self.flush())
@@ -212,6 +218,12 @@ class StoreWriter:
             else:
                 self._backoff = min(5.0, max(0.2, self._backoff * 2))
                 await asyncio.sleep(self._backoff * (0.5 + random.random()))
+
+    async def _yield_to_callers(self) -> None:
+        waited = 0.0
+        while waited < self.max_yield_s and self.busy():
+            await asyncio.sleep(0.05)
+            waited += 0.05
 
     # --- flushing --------------------------------------------------------------------------
     async def flush(self, force: bool = False) -> bool:
