@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from callplane import gc_tuning
 from callplane.call_control import CallControl
 from callplane.settings import ConfigError, Role, Settings, build_settings
 from callplane.store.profile_store import ProfileCache
@@ -63,6 +64,7 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
         profiles=profiles,
     )
     deps.profile_task = asyncio.get_running_loop().create_task(profiles.run(), name="profiles")
+    gc_tuning.tune()  # once per process: what is loaded now lives as long as the worker
     if settings.key_vault_uri:
         source = KeyVaultSource(settings.key_vault_uri, settings.azure_client_id)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
 
 from aiohttp import web
 
+from callplane import gc_tuning
 from callplane.http_server import JsonErrorRunner
 from callplane.logs import setup_logging
 from callplane.settings import Role, load_settings
@@ -30,11 +30,9 @@ async def serve() -> None:
     app = create_app(settings)
     runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
-    # Everything loaded so far (openai's event types, pydantic schemas, the SDKs) lives for the
-    # process's life; freezing it keeps the collector's full passes, which otherwise stop the
-    # loop for tens of milliseconds with hundreds of live calls, to the calls' own objects.
-    gc.collect()
-    gc.freeze()
+    # Everything loaded so far lives for the process's life: frozen, and the collector's passes
+    # spaced out (callplane/gc_tuning.py has the figures).
+    gc_tuning.tune()
     site = web.TCPSite(runner, "0.0.0.0", settings.port)
     await site.start()
     log.info(
