@@ -52,8 +52,11 @@ async def deployed(
     time_scale: float,
     dialect: str = "azure",
     prepare: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+    sim: dict[str, Any] | None = None,
     **extra: str,
 ) -> AsyncIterator[Deployed]:
+    """The webhook app and session host as processes on `conn`, with a simulator (`sim`: more
+    SimConfig fields) placing calls at them; `extra`: environment for the apps."""
     sim_port, fn_port, host_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
@@ -83,13 +86,13 @@ async def deployed(
         subprocess.Popen(command(m), cwd=ROOT, env=env, stdout=output(m), stderr=subprocess.STDOUT)
         for m in ("function_app", "session_host")
     ]
-    runner, sim = await serve_simulator(env, time_scale=time_scale, webhook_retries=1)
+    runner, simulator = await serve_simulator(env, time_scale=time_scale, webhook_retries=1, **(sim or {}))
     host_url = f"http://127.0.0.1:{host_port}"
     try:
         async with aiohttp.ClientSession() as http:
             for port in (fn_port, host_port):
                 await wait_healthy(http, f"http://127.0.0.1:{port}")
-        yield Deployed(sim, host_url, env, [p.pid for p in procs])
+        yield Deployed(simulator, host_url, env, [p.pid for p in procs])
     finally:
         for proc in procs:
             proc.terminate()

@@ -121,7 +121,11 @@ async def run_seed(conn: str, n: int, args: argparse.Namespace) -> dict[str, Any
     sim_port, port = free_port(), free_port()
     env = make_env(conn, sim_port=sim_port, fn_port=free_port(), host_port=free_port(), dialect="openai")
     runner, sim = await serve_simulator(
-        env, time_scale=args.time_scale, webhook_url=f"http://127.0.0.1:{port}/openai/webhook", webhook_retries=1
+        env,
+        time_scale=args.time_scale,
+        webhook_url=f"http://127.0.0.1:{port}/openai/webhook",
+        webhook_retries=1,
+        webhook_connections=args.webhook_connections,
     )
     proc = subprocess.Popen(
         ["bash", str(SEED), str(port), env["OPENAI_BASE"], env["OPENAI_WEBHOOK_SECRET"]],
@@ -142,14 +146,25 @@ async def run_seed(conn: str, n: int, args: argparse.Namespace) -> dict[str, Any
 
 async def run_ours(conn: str, n: int, args: argparse.Namespace, **extra: str) -> dict[str, Any]:
     async with deployed(
-        conn, time_scale=args.time_scale, dialect="openai", MAX_CALLS_PER_REPLICA=str(max(n, 1)), **extra
+        conn,
+        time_scale=args.time_scale,
+        dialect="openai",
+        sim={"webhook_connections": args.webhook_connections},
+        MAX_CALLS_PER_REPLICA=str(max(n, 1)),
+        **extra,
     ) as sut:
         return await measured(sut.sim, sut.pids, n, args.timeout)
 
 
 async def run_overload(conn: str, args: argparse.Namespace) -> dict[str, Any]:
     """200 calls at once on a replica that takes 100: the extra ones must be refused in < 100 ms."""
-    async with deployed(conn, time_scale=args.time_scale, dialect="openai", MAX_CALLS_PER_REPLICA="100") as sut:
+    async with deployed(
+        conn,
+        time_scale=args.time_scale,
+        dialect="openai",
+        sim={"webhook_connections": args.webhook_connections},
+        MAX_CALLS_PER_REPLICA="100",
+    ) as sut:
         await asyncio.sleep(1.0)
         calls, wall = await place_and_wait(sut.sim, SCENARIO, 200, 200, args.timeout)
     refused = [c for c in calls if c.rejected_with is not None]
@@ -186,7 +201,8 @@ ROWS = [
 
 
 def print_table(n: int, seed: dict[str, Any], ours: dict[str, Any]) -> None:
-    print(f"\n{n} simultaneous calls ({SCENARIO} scenario, time scale {ARGS.time_scale})")
+    cap = ARGS.webhook_connections or "no cap"
+    print(f"\n{n} simultaneous calls ({SCENARIO} scenario, time scale {ARGS.time_scale}, webhook connections: {cap})")
     print("| metric | original (Bun) | this project | ratio (ours / original) |")
     print("|---|---|---|---|")
     for label, key, _ in ROWS:
@@ -197,7 +213,7 @@ def print_table(n: int, seed: dict[str, Any], ours: dict[str, Any]) -> None:
         print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
 
 
-ARGS = argparse.Namespace(time_scale=1.0)
+ARGS = argparse.Namespace(time_scale=1.0, webhook_connections=0)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -233,5 +249,8 @@ if __name__ == "__main__":
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--no-overload", dest="overload", action="store_false")
+    # How many webhook deliveries the simulator has in flight at once (0: no cap, as the service).
+    # 100 reproduces the harness of earlier runs (aiohttp's default pool).
+    parser.add_argument("--webhook-connections", type=int, default=0)
     ARGS = parser.parse_args()
     asyncio.run(main(ARGS))

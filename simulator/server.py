@@ -195,8 +195,7 @@ def create_app(config: SimConfig) -> web.Application:
     app[SIM] = sim
 
     async def http_ctx(_: web.Application) -> AsyncIterator[None]:
-        # The service delivers each webhook on its own request, with no cap on how many at once.
-        sim.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        sim.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=config.webhook_connections))
         yield
         for call in list(sim.calls.values()):
             for task in [call.runner, *call.extra_tasks]:

@@ -40,6 +40,10 @@ class SimConfig:
     # SIP guide says to open it after the accept returns. 404 (as for an unknown call) is the
     # strict default: a client that depends on any particular answer fails here.
     pre_accept_status: int = 404
+    # Webhook deliveries in flight at once (0: no cap). The service sends each on its own request;
+    # aiohttp's default pool of 100 held the 101st delivery of a burst until an earlier one was
+    # answered, which benchmarks of older versions of this project ran with.
+    webhook_connections: int = 0
 
 
 class Simulator:
