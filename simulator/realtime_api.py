@@ -247,7 +247,9 @@ async def _response_create(sim: Simulator, call: SimCall, runner: Runner, ev: di
         else:
             sim.spawn(runner.play_response("Sorry about that, I'm still here. Where were we?"))
         return
-    if call.awaiting_response:
+    if call.awaiting_response or len(call.response_instructions) == 1:
+        # The call's first response.create is the greeting the caller waits for, even when it
+        # arrives before the caller's script has started waiting (the socket just opened).
         await call.response_requests.put(ev)
     elif call.active_response is not None:
         await _send_error(
