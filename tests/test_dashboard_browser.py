@@ -72,6 +72,12 @@ async def test_live_call_appears_ends_and_shows_transcript(conn: str, browser: B
             "lookup_order", timeout=20_000
         )
         await expect(page.locator("#s-tools")).to_have_text("1")  # live calls' tools count at once
+        # The live call's row in "All calls" shows it as it is now, not as it was when the list
+        # was loaded: its tools and its running duration follow the feed.
+        listed = page.locator(f'#all-calls tr[data-call="{call_id}"]')
+        await expect(listed.locator("td.num").first).to_have_text("1", timeout=10_000)
+        was = await listed.locator("td").nth(4).text_content()
+        await expect(listed.locator("td").nth(4)).not_to_have_text(was or "", timeout=8_000)
         await shot(page, "dashboard-live-call")
 
         row = page.locator(f'#recent tr[data-call="{call_id}"]')

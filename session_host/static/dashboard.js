@@ -11,6 +11,7 @@ let source = null;
 let pages = [""];  // page tokens walked so far (for "Newest")
 let pageShown = 0;  // the "All calls" page on screen
 let listedAt = "";  // calls started / ended when that list was loaded
+let pageCalls = [];  // the "All calls" page as loaded (live calls are shown as the feed has them now)
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -105,7 +106,7 @@ function renderTools(byType) {
 function callRow(c) {
   const button = el("button", { type: "button", "data-transcript": c.callId, text: "View Transcript" });
   button.addEventListener("click", () => openTranscript(c.callId, button));
-  const duration = c.duration ?? Date.now() - c.startTime;
+  const duration = c.status === "active" ? Date.now() - c.startTime : c.duration ?? Date.now() - c.startTime;
   return el("tr", { class: `row-${c.status}`, "data-call": c.callId },
     el("td", {}, callIdButton(c.callId)),
     el("td", { text: maskPhone(c.callerPhone) }),
@@ -142,11 +143,19 @@ async function loadPage(index) {
   if (mine !== pageRequest) return;
   pages = pages.slice(0, index + 1);
   if (doc.next) pages.push(doc.next);
-  $("all-calls").replaceChildren(...doc.calls.map(callRow));
+  pageCalls = doc.calls;
+  renderPage();
   $("all-empty").hidden = doc.calls.length > 0;
   $("page-next").disabled = !doc.next;
   $("page-next").dataset.index = String(index + 1);
   $("page-info").textContent = `page ${index + 1}${doc.next ? "" : " (last)"}`;
+}
+
+function renderPage() {
+  // A live call's row in the list is as it started; the feed carries its state now.
+  const live = new Map((snapshot ? [...snapshot.active, ...snapshot.recent] : [])
+    .filter((c) => c.status === "active").map((c) => [c.callId, c]));
+  $("all-calls").replaceChildren(...pageCalls.map((c) => (c.status === "active" && live.get(c.callId)) || c).map(callRow));
 }
 
 function renderLatency(points) {
@@ -208,6 +217,7 @@ function render(snap) {
   // The newest page follows the calls as they start and end; an older page stays put.
   const counts = `${snap.stats.totalCalls}/${snap.stats.activeCalls}`;
   if (pageShown === 0 && counts !== listedAt) { listedAt = counts; loadPage(0); }
+  else if (pageCalls.some((c) => c.status === "active")) renderPage();
   tick();
 }
 
