@@ -117,3 +117,17 @@ async def test_paging_walks_hour_buckets_newest_first_across_gaps(conn: str) -> 
                     break
                 url = f"/api/calls?limit={limit}&next={page['next']}"
             assert seen == expected, (limit, seen)
+
+
+def test_the_latency_chart_places_each_call_at_its_start() -> None:
+    from callplane.clock import percentile
+    from session_host.live import _latency_series
+
+    calls = [
+        {"callId": "a", "startTime": 1_000, "endTime": 9_000, "latencies": [100.0, 300.0]},
+        {"callId": "b", "startTime": 5_000, "endTime": None, "latencies": [200.0]},
+        {"callId": "c", "startTime": 2_000, "endTime": 3_000, "latencies": []},
+    ]
+    points = _latency_series(calls)
+    assert [(p["callId"], p["t"]) for p in points] == [("a", 1_000), ("b", 5_000)], points
+    assert points[0]["p50"] == percentile([100.0, 300.0], 50) and points[0]["max"] == 300.0
