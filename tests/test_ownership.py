@@ -32,6 +32,7 @@ from tests.stack import Stack, run_stack
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
 TTL = 1.5
 B_OPTIONS = SessionOptions(reconnect_base_s=0.05, lease=LeaseTiming(ttl_s=TTL, sweep_s=0.3))
 
@@ -57,7 +58,9 @@ async def two_replicas(conn: str, **env: str) -> AsyncIterator[tuple[Stack, subp
             "SHUTDOWN_GRACE_SECONDS": "20",
             **env,
         }
-        log_a = open(os.environ.get("REPLICA_A_LOG", os.devnull), "wb")  # noqa: SIM115
+        # Replica A's own log, kept beside the screenshots: a failed takeover is read from it.
+        ARTIFACTS.mkdir(exist_ok=True)
+        log_a = open(os.environ.get("REPLICA_A_LOG", ARTIFACTS / "replica-a.log"), "ab")  # noqa: SIM115
         replica_a = subprocess.Popen(
             [sys.executable, "-m", "session_host"], cwd=ROOT, env=proc_env, stdout=log_a, stderr=subprocess.STDOUT
         )
