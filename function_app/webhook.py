@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import aiohttp
@@ -28,9 +27,7 @@ from callplane import signing
 from callplane.call_control import CallControl, CallControlError
 from callplane.clock import now_ms
 from callplane.handoff import (
-    HANDOFF_PATH,
     IDENTITY_HEADERS,
-    OUTCOME_PATH,
     AcceptOutcome,
     HandoffRequest,
     SipHeader,
@@ -48,14 +45,12 @@ from callplane.store.profile_store import ProfileCache
 from callplane.store.records import RefusalRecorder, Unhandled
 from callplane.store.tables import Tables
 from callplane.telemetry import Telemetry
+from function_app.session_host_client import Handoff, hand_off, tell_owner
 
 log = logging.getLogger("function_app.webhook")
 
 MAX_BODY = 1024 * 1024
 HANDLED_TYPE = "realtime.call.incoming"
-HANDOFF_DEADLINE_S = 4.0  # no replica reachable for this long: the caller is refused, not left ringing
-FULL_ANSWERS = 3  # this many 503s in a row: every replica behind the URL is at capacity
-FULL_MEMO_S = 0.25  # after that, how long new calls are refused busy without asking
 
 
 @dataclass(slots=True)
@@ -255,7 +250,7 @@ async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str,
     # keyed by the call id) is the dedupe. A replica that takes the call holds the lease and opens
     # the control socket as soon as the accept lands; when none can, the caller hears busy (SIP
     # 486) or goes to the overflow target instead of a silent line.
-    taken = await _hand_off(deps, handoff, extra)
+    taken = await hand_off(deps, handoff, extra)
     if taken is Handoff.DUPLICATE:
         log.info("duplicate delivery of %s: the call already runs (or ended)", handoff.webhookId, extra=extra)
         return Reply(200, {"duplicate": True, "callId": call_id})
@@ -267,7 +262,7 @@ async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str,
     refused = await _accept(deps, call_id, handoff.webhookId, extra, chosen_of(handoff))
     # Two-phase hand-off: the owner holds the reservation and opens the control socket only once
     # it hears the accept landed (or releases it and records the failure).
-    await _tell_owner(deps, _outcome_of(call_id, refused), extra)
+    await tell_owner(deps, _outcome_of(call_id, refused), extra)
     if refused is not None:
         return refused
     return Reply(200, {"accepted": True, "callId": call_id})
@@ -278,23 +273,6 @@ def _outcome_of(call_id: str, refused: Reply | None) -> AcceptOutcome:
         return AcceptOutcome(callId=call_id, accepted=True)
     error = str(refused.body.get("error") or refused.body.get("reason") or "accept failed")
     return AcceptOutcome(callId=call_id, accepted=False, retrying=refused.status == 503, error=error)
-
-
-async def _tell_owner(deps: WebhookDeps, outcome: AcceptOutcome, extra: dict[str, Any]) -> None:
-    """Best effort, twice: an owner that never hears tries its socket once its wait runs out."""
-    url = deps.settings.session_host_url.rstrip("/") + OUTCOME_PATH.format(call_id=outcome.callId)
-    body = outcome.body()
-    for attempt in (1, 2):
-        headers = {"content-type": "application/json", **signing.sign_headers(deps.settings.handoff_secret, body)}
-        try:
-            async with deps.http.post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=2.0)
-            ) as resp:
-                await resp.read()
-                if resp.status < 500:
-                    return
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("accept outcome not delivered: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
 
 
 async def _refuse(deps: WebhookDeps, handoff: HandoffRequest, sip_status: int, reason: str, *, overflow: bool) -> None:
@@ -374,75 +352,6 @@ def _accept_bytes(deps: WebhookDeps, mode: VoiceMode, chosen: ChosenProfile | No
         body = json.dumps(without(accept_body(deps.settings, mode, chosen), dropped), separators=(",", ":")).encode()
         deps.accept_bodies[key] = body
     return body
-
-
-class Handoff(Enum):
-    TAKEN = "taken"  # reserved for this delivery (202), or owned by a peer that may await it (409)
-    DUPLICATE = "duplicate"  # already running (or ended): this delivery is a duplicate (200)
-    BUSY = "busy"  # no replica could take it
-
-
-async def _hand_off(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> Handoff | str:
-    """What became of the hand-off; a string: it was refused for what it is (a 4xx other than
-    409), which no retry changes."""
-    with deps.telemetry.tracer.start_as_current_span("handoff") as span:
-        taken = await _post_handoff(deps, req, extra)
-        span.set_attribute("handoff.taken", taken is Handoff.TAKEN)
-        return taken
-
-
-async def _post_handoff(deps: WebhookDeps, req: HandoffRequest, extra: dict[str, Any]) -> Handoff | str:
-    settings = deps.settings
-    if time.monotonic() < deps.full_until:
-        log.warning("every replica was at capacity a moment ago; refused busy", extra=extra)
-        return Handoff.BUSY
-    url = settings.session_host_url.rstrip("/") + HANDOFF_PATH
-    body = req.body()
-    deadline = time.monotonic() + HANDOFF_DEADLINE_S
-    attempt = full = 0
-    while time.monotonic() < deadline and full < FULL_ANSWERS:
-        attempt += 1
-        headers = {"content-type": "application/json", **signing.sign_headers(settings.handoff_secret, body)}
-        deps.telemetry.inject(headers)  # traceparent: the session host continues this trace
-        try:
-            timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
-            async with deps.http.post(url, data=body, headers=headers, timeout=timeout) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    return Handoff.DUPLICATE
-                if resp.status in (202, 409):
-                    # 409: a peer owns the call; it may be waiting for this very accept (the
-                    # service's retry after a failed one), and a second accept changes nothing.
-                    log.info("handed off to session host (%s)", resp.status, extra=extra)
-                    deps.full_until = 0.0
-                    return Handoff.TAKEN
-                if 400 <= resp.status < 500 and resp.status != 429:
-                    log.error("hand-off refused (%s); not retried", resp.status, extra=extra)
-                    return f"hand-off refused by the session host ({resp.status})"
-                # 503 = that replica is full (or cannot beat); the next try may reach another one
-                # behind the URL, so try again at once: overload is refused fast, not slowly.
-                log.warning("hand-off answered %s (attempt %d)", resp.status, attempt, extra=extra)
-                if resp.status == 503:
-                    full += 1
-                    said = await _json_or_empty(resp)
-                    if said.get("fleetFull") is True:
-                        full = FULL_ANSWERS  # that replica knows its peers are full too
-                    if full >= FULL_ANSWERS and "capacity" in str(said.get("error")):
-                        deps.full_until = time.monotonic() + FULL_MEMO_S
-                    continue
-                full = 0
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("hand-off failed: %s (attempt %d)", type(exc).__name__, attempt, extra=extra)
-        await asyncio.sleep(min(0.05 * attempt, max(0.0, deadline - time.monotonic())))
-    return Handoff.BUSY
-
-
-async def _json_or_empty(resp: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        doc = await resp.json(content_type=None)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 async def _record(deps: WebhookDeps, handoff: HandoffRequest, status: CallStatus, reason: str) -> None:
