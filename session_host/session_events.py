@@ -24,12 +24,9 @@ from openai.types.realtime import (
     RealtimeResponseUsage,
     ResponseAudioTranscriptDeltaEvent,
     ResponseAudioTranscriptDoneEvent,
-    ResponseCreatedEvent,
     ResponseDoneEvent,
     ResponseFunctionCallArgumentsDoneEvent,
     ResponseTextDeltaEvent,
-    SessionCreatedEvent,
-    SessionUpdatedEvent,
 )
 from openai.types.realtime.realtime_server_event import (
     OutputAudioBufferCleared,
@@ -40,7 +37,7 @@ from pydantic import ValidationError
 
 from callplane.clock import now_ms
 from callplane.pricing import usage_cost
-from callplane.realtime_events import parse_server_event, peek_type
+from callplane.realtime_events import ResponseCreatedView, SessionEventView, parse_server_event, peek_type
 from callplane.store.models import TranscriptTurn
 from session_host import insights, session_record, session_tools
 from session_host.call_state import DISCLOSING, PendingResponse
@@ -87,10 +84,9 @@ def dispatch(s: CallSession, raw: str) -> None:
     handler(event)
 
 
-def on_session(s: CallSession, event: SessionCreatedEvent | SessionUpdatedEvent) -> None:
-    # `expires_at` is sent but not declared in the SDK's session type (it lands in extras).
-    expires = getattr(event.session, "expires_at", None) or (event.session.model_extra or {}).get("expires_at")
-    if isinstance(expires, int | float) and expires > 0:
+def on_session(s: CallSession, event: SessionEventView) -> None:
+    expires = event.session.expires_at
+    if expires is not None and expires > 0:
         s._expires_at = float(expires)
 
 
@@ -115,7 +111,7 @@ def on_error(s: CallSession, event: RealtimeErrorEvent) -> None:
     log.warning("server error %s: %s", code, str(err.message)[:200], extra=s.extra)
 
 
-def on_response_created(s: CallSession, event: ResponseCreatedEvent) -> None:
+def on_response_created(s: CallSession, event: ResponseCreatedView) -> None:
     rid = event.response.id or ""
     if s._disclosure == DISCLOSING:
         s._disclosure = rid  # this response is the disclosure

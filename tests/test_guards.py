@@ -35,3 +35,16 @@ async def test_sigterm_without_a_peer_keeps_the_call_then_wraps_up(conn: str) ->
         assert call["status"] == "completed"
         assert call["endReason"] == "assistant ended the call: replica shutting down"
         assert stack.sim.calls[call_id].socket_opens == 1, "nobody took it over; it stayed here"
+
+
+async def test_the_sessions_own_time_cap_wraps_up_before_it(conn: str) -> None:
+    """The session's `expires_at` (in `session.created`) is read, and the call ends politely ahead of it."""
+    options = SessionOptions(reconnect_base_s=0.05, wrap_up_s=0.5)
+    async with run_stack(conn, time_scale=4, options=options) as stack:
+        stack.sim.config.session_seconds = 3  # wrap-up starts 3 x wrap_up_s = 1.5 s before the cap
+        call_id = await stack.place("standard")
+        summary = await stack.wait_ended(call_id, timeout=30)
+        assert summary["marks"].get("hangup") is not None, "we hung up, the caller did not"
+        call = await stack.wait_call(call_id)
+        assert call["endReason"] == "assistant ended the call: realtime session time cap"
+        assert call["duration"] < 4000
