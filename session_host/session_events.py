@@ -24,7 +24,6 @@ from openai.types.realtime import (
     RealtimeResponseUsage,
     ResponseAudioTranscriptDeltaEvent,
     ResponseAudioTranscriptDoneEvent,
-    ResponseDoneEvent,
     ResponseFunctionCallArgumentsDoneEvent,
     ResponseTextDeltaEvent,
 )
@@ -37,7 +36,14 @@ from pydantic import ValidationError
 
 from callplane.clock import now_ms
 from callplane.pricing import usage_cost
-from callplane.realtime_events import ResponseCreatedView, SessionEventView, parse_server_event, peek_type
+from callplane.realtime_events import (
+    ResponseCreatedView,
+    ResponseDoneView,
+    SessionEventView,
+    output_items,
+    parse_server_event,
+    peek_type,
+)
 from callplane.store.models import TranscriptTurn
 from session_host import insights, session_record, session_tools
 from session_host.call_state import DISCLOSING, PendingResponse
@@ -244,15 +250,20 @@ def count_usage(s: CallSession, usage: RealtimeResponseUsage) -> None:
     s.telemetry.cost.add(cost)
 
 
-def on_response_done(s: CallSession, event: ResponseDoneEvent) -> None:
+def on_response_done(s: CallSession, event: ResponseDoneView) -> None:
     response = event.response
+    try:
+        items = output_items(response.output)
+    except ValidationError as exc:
+        log.warning("invalid response.done output ignored: %s", type(exc).__name__, extra=s.extra)
+        items = []
     if response.usage is not None:
         count_usage(s, response.usage)
     resp = response_of(s, response.id or "")
     resp.done = True
     if response.status == "cancelled":
         resp.interrupted = True
-    take_output(resp, response.output or [])
+    take_output(resp, items)
     write_assistant_turn(s, resp)
     if s._disclosure is not None and resp.id == s._disclosure:
         s._spawn(s._after_disclosure(), "greeting")
