@@ -54,8 +54,13 @@ def _message(record: logging.LogRecord) -> str:
     return redact(record.getMessage())
 
 
+_NOT_EXTRA = frozenset(_STD | {"cat", "call_id"})
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: redact_value(v) for k, v in vars(record).items() if k not in _STD and k not in ("cat", "call_id")}
+    # A set difference, not a test per attribute: most records carry no extra beyond the two.
+    attrs = vars(record)
+    return {k: redact_value(attrs[k]) for k in sorted(attrs.keys() - _NOT_EXTRA)}
 
 
 def _stamp(created: float) -> str:
