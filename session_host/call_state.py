@@ -38,3 +38,6 @@ class SessionOptions:
     accept_retry_wait_s: float = 60.0  # after a retryable accept failure: the service's retry may come
     # This replica's heartbeat is old enough that a standby may take its calls (set by the app).
     fenced: Callable[[], bool] = lambda: False
+    # session.update as sent, per configuration: the same ~5 KB of JSON for every call of an
+    # agent, encoded once (see CallSession._session_update_text). Bounded; cleared when full.
+    encoded_updates: dict[tuple[Any, ...], tuple[Any, str]] = field(default_factory=dict)

@@ -324,7 +324,7 @@ class CallSession:
 
     async def _on_open(self) -> None:
         """What goes out first on a new socket: the session, then a greeting or a re-engagement."""
-        await self._send(self._session_update())
+        await self._send(self._session_update_text())
         if self._reengage:
             # Nobody listened for a while (the previous owner died): whatever the caller said
             # meanwhile is unanswered. Ask the model to pick the conversation up at once.
@@ -339,7 +339,7 @@ class CallSession:
                 # Spoken before anything else, and the caller cannot talk it away: the server
                 # must not cut the response on speech until it has played. The greeting follows.
                 self._disclosure = DISCLOSING
-                await self._send(interruptible(self._session_update(), False))
+                await self._send(self._session_update_text(interrupt=False))
                 await self._send(disclosure)
                 log.info("disclosure requested", extra=self.extra)
                 return
@@ -351,9 +351,27 @@ class CallSession:
         without(update["session"], self._dropped)
         return update
 
+    def _session_update_text(self, interrupt: bool | None = None) -> str:
+        """The session.update for this call, encoded; shared by every call with the same
+        settings, agent version and variables, voice mode, refused parameters and `interrupt`
+        (a published profile version is never rewritten: its name and number name its content)."""
+        chosen = self.chosen
+        agent = None if chosen is None else (chosen.name, chosen.version, tuple(sorted(chosen.variables.items())))
+        key = (agent, self._voice_mode, frozenset(self._dropped), interrupt)
+        cache = self.opts.encoded_updates
+        hit = cache.get(key)
+        if hit is not None and hit[0] is self.settings:
+            return hit[1]
+        update = self._session_update()
+        text = json.dumps(update if interrupt is None else interruptible(update, interrupt), separators=(",", ":"))
+        if len(cache) >= 256:
+            cache.clear()
+        cache[key] = (self.settings, text)
+        return text
+
     async def _after_disclosure(self) -> None:
         self._disclosure = None
-        await self._send(self._session_update())
+        await self._send(self._session_update_text())
         await self._send(greeting_request(self.chosen))
 
     async def _connect_and_pump(self) -> bool:
@@ -410,12 +428,13 @@ class CallSession:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _send(self, event: Event) -> None:
+    async def _send(self, event: Event | str) -> None:
+        """Send a client event (or one already encoded)."""
         ws = self._ws
         if ws is None or ws.closed or self.following:
             return
         async with self._send_lock:
-            await ws.send_str(json.dumps(event, separators=(",", ":")))
+            await ws.send_str(event if isinstance(event, str) else json.dumps(event, separators=(",", ":")))
 
     async def close(self) -> None:
         """Stop this replica's session without touching the call (shutdown path)."""

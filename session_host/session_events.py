@@ -104,13 +104,13 @@ def on_error(s: CallSession, event: RealtimeErrorEvent) -> None:
         if nxt is not None:
             s._voice_mode = nxt
             log.warning("voice refused at %s; retrying with %s", param, nxt.value, extra=s.extra)
-            s._spawn(s._send(s._session_update()), "voice-retry")
+            s._spawn(s._send(s._session_update_text()), "voice-retry")
             return
     if code == "unknown_parameter" and param.startswith("session.") and param[8:] not in s._dropped:
         # A setting this service does not know (a profile's): leave it out, keep the rest.
         s._dropped.add(param[8:])
         log.warning("session.update refused %s; resending without it", param, extra=s.extra)
-        s._spawn(s._send(s._session_update()), "param-retry")
+        s._spawn(s._send(s._session_update_text()), "param-retry")
         return
     if code == "response_cancel_not_active":
         return

@@ -134,3 +134,23 @@ async def test_invalid_profiles_and_routes_name_the_field(conn: str) -> None:
             assert resp.status == 204
         async with stack.http.delete(f"{stack.host_url}/api/profiles/sales") as resp:
             assert resp.status == 204
+
+
+async def test_each_call_of_an_agent_gets_its_own_variables_in_its_session(conn: str) -> None:
+    """session.update is encoded once per agent version and variables: two callers of the same
+    line still hear instructions with their own numbers, and a caller of another line its agent."""
+    async with run_stack(conn, time_scale=40) as stack:
+        await put(stack, "/api/profiles/sales", SALES)
+        await put(stack, "/api/routes/%2B18005550100", {"profile": "sales"})
+        await stack.webhook_has_profile("sales", 1, "+18005550100")
+        callers = ["+14255550111", "+14255550222", "+14255550111"]
+        ids = [await stack.place("greeting_only", caller=c, called="+18005550100") for c in callers]
+        other = await stack.place("greeting_only", called="+18005550300")
+        for call_id in [*ids, other]:
+            await stack.wait_ended(call_id, timeout=60)
+        for call_id, caller in zip(ids, callers, strict=True):
+            sim_call = stack.sim.calls[call_id]
+            assert sim_call.session["instructions"].startswith(f"You are Sam from the sales line. The caller {caller}")
+            assert sim_call.session["audio"]["output"]["voice"] == "cedar"
+        assert "Contoso" in stack.sim.calls[other].session["instructions"]
+        assert len(stack.host_app[keys.OPTIONS].encoded_updates) == 3, "two callers of sales, one default"
