@@ -143,7 +143,8 @@ async def test_a_missing_table_is_recognised_and_recreated_by_the_table_ops(clie
     ops = TableOps(client, None)
     recreated: list[str] = []
     ops.on_recreated = recreated.append
-    result = await ops.submit_transaction([("upsert", {"PartitionKey": "p", "RowKey": "a", "n": 1})])
+    # Pipeline options pass through, as to the SDK's own calls.
+    result = await ops.submit_transaction([("upsert", {"PartitionKey": "p", "RowKey": "a", "n": 1})], read_timeout=30)
     assert recreated == [client.table_name] and "etag" in result[0]
     assert (await client.get_entity("p", "a"))["n"] == 1
 

@@ -117,12 +117,13 @@ class TableOps:
     async def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
         return await self._run(lambda: self.client.get_entity(partition_key, row_key, **kw))
 
-    async def submit_transaction(self, operations: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        """Apply `operations` as one transaction; each one's metadata (its ETag), in order."""
+    async def submit_transaction(self, operations: list[tuple[Any, ...]], **kw: Any) -> list[dict[str, Any]]:
+        """Apply `operations` as one transaction; each one's metadata (its ETag), in order. `kw`
+        goes to the request pipeline (`read_timeout`, ...)."""
         if self.client._cosmos_endpoint:  # Cosmos wants its own framing: the SDK's
-            results: list[Any] = await self._run(lambda: self.client.submit_transaction(operations))
+            results: list[Any] = await self._run(lambda: self.client.submit_transaction(operations, **kw))
             return [dict(m) for m in results]
-        return await self._run(lambda: transactions.submit(self.client, operations))
+        return await self._run(lambda: transactions.submit(self.client, operations, **kw))
 
     async def query(
         self,

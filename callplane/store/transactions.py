@@ -198,8 +198,9 @@ def _part_error(part: Part, count: int) -> TableTransactionError:
     return exc
 
 
-async def submit(client: TableClient, operations: Sequence[Operation]) -> list[dict[str, Any]]:
+async def submit(client: TableClient, operations: Sequence[Operation], **kw: Any) -> list[dict[str, Any]]:
     """Apply `operations` (one partition, at most 100) atomically; the ETag of each, in order.
+    `kw` goes to the SDK's pipeline, as for its own calls (`read_timeout`, ...).
     Raises `TableTransactionError` (with `.index` of the failing operation) when the service
     refused one, and what the SDK raises when it refused the whole request."""
     if not operations:
@@ -220,7 +221,7 @@ async def submit(client: TableClient, operations: Sequence[Operation]) -> list[d
         content=encode(table_url, operations, batch, changeset),
     )
     # stream=True: the pipeline's content decoding does not know multipart (nor do we want it to).
-    response = await client._client.send_request(request, stream=True)
+    response = await client._client.send_request(request, stream=True, **kw)
     await response.read()
     if response.status_code == 413:
         too_large = "The transaction request was too large"
