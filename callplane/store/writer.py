@@ -203,13 +203,22 @@ class StoreWriter:
             log.error("store writer closed with unsaved changes", extra={"pending": self.pending})
 
     async def _run(self) -> None:
+        last = float("-inf")
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._index_interval)
             except TimeoutError:
                 pass
+            # A wake-up (a call started, ended or needs its partition written) is served by the
+            # next flush, but flushes are at least `index_interval` apart: calls start and end
+            # at their own moments, and a flush for each was a request (or three) for each.
+            # bench.store (50 calls): 144 flushes and 338 requests in 52 s before, 55 and 102 after.
+            gap = last + self._index_interval - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
             self._wake.clear()
             await self._yield_to_callers()
+            last = time.monotonic()
             # Shielded: `close` cancels this loop, and a flush cancelled halfway would lose the
             # batch it had taken out of the buffer. The flush finishes; `close` waits for its lock.
             ok = await asyncio.shield(self.flush())
