@@ -5,9 +5,10 @@ as one request per partition: the shared index partitions every `index_interval`
 changes within 2 s; a live call's newest-first row is written only when it starts and ends, its
 live state goes to the small active partition, together with its turns not yet in its own
 partition, so a turn is durable within about a second), each call's own partition (record + new
-turns in one transaction) when the call starts and ends, every `call_interval` while it runs,
-and at once when its unflushed turns outgrow the active row. Table requests cost the Python SDK
-milliseconds of CPU each, so fewer of them is what lets one replica hold many calls. A failed
+turns in one transaction) when the call ends, every `call_interval` while it runs, and at the
+next flush when its unflushed turns outgrow the active row. Flushes are at least
+`index_interval` apart, so the starts and ends of a moment share their requests. Table
+requests cost CPU each, so fewer of them is what lets one replica hold many calls. A failed
 flush keeps everything and retries with backoff and jitter, so a store outage loses nothing
 while the buffer holds; past `max_turns` the oldest non-final turns are dropped, logged and
 counted, never silently.
