@@ -5,7 +5,7 @@ against a bare union tries every member (and reports errors for all of them). Lo
 up by `type` first is both exact and cheap: `model_validate_json` on one class costs about as much
 as `json.loads` (≈4 µs for a transcript delta here).
 
-Two events are large and read for one field: `session.created`/`session.updated` carry the whole
+Four events are large and read for a few fields: `session.created`/`session.updated` carry the whole
 session (instructions, every tool's schema; ~5 KB, 200-400 µs to build as the SDK's models) and
 are read for `expires_at`; `response.created` is read for the response id; `response.done` for
 its id, status, usage and the function calls and assistant text in its output, where the SDK's
