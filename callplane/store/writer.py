@@ -20,7 +20,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +39,12 @@ from callplane.store.calls import (
     turn_operation,
 )
 from callplane.store.models import CallRecord, TranscriptTurn
-from callplane.store.refusals import SetAside, key_problem, refused_as_invalid
+from callplane.store.refusals import key_problem, refused_as_invalid
 from callplane.store.rollups import RollupCache, RollupDelta, apply_delta
+from callplane.store.submitter import Submitter, WriterStats
 from callplane.store.tables import Tables
 
 log = logging.getLogger(__name__)
-_BATCH = 100  # table transactions hold at most 100 operations
 _PARALLEL = 16  # call-partition transactions in flight at once
 
 
@@ -55,19 +54,6 @@ class _Pending:
     turns: dict[int, TranscriptTurn] = field(default_factory=dict)
     since: float = 0.0
     urgent: bool = False
-
-
-@dataclass(slots=True)
-class WriterStats:
-    requests: int = 0
-    failures: int = 0
-    dropped_turns: int = 0
-    flushes: int = 0
-    rollup_conflicts: int = 0
-    transactions: int = 0  # of `requests`: multipart batches (the SDK's costliest kind)
-    entities: int = 0  # entities written by batches and upserts
-    set_aside: int = 0  # entities the store refused as invalid (never retried)
-    store_resets: int = 0  # times the store was found to have lost tables
 
 
 def snapshot(call: CallRecord) -> CallRecord:
@@ -113,13 +99,14 @@ class StoreWriter:
         # the owner puts its live calls again, and the "started" counts it had written.
         self.on_store_reset: Callable[[int], None] | None = None
         self.stats = WriterStats()
+        self._out = Submitter(tables.endpoint, self.stats)
         # True while callers are being answered (hand-offs, accepts, greetings under way): a
         # flush then waits up to `max_yield_s`, so the store thread's CPU (the SDK holds the GIL
         # for milliseconds per request) goes to greetings first. Forced flushes never wait.
         self.busy: Callable[[], bool] = lambda: False
         self.max_yield_s = 1.0
-        self._throttle = Throttle()
-        self.set_aside: deque[SetAside] = deque(maxlen=50)  # the newest entities the store refused
+        self._throttle = Throttle()  # rollup failures (writes are throttled by the submitter)
+        self.set_aside = self._out.set_aside  # the newest entities the store refused
 
     # --- producer side (never awaits) ---------------------------------------------------
     def put_call(self, call: CallRecord, *, urgent: bool = False, index: bool = True) -> None:
@@ -289,7 +276,7 @@ class StoreWriter:
                 ops.append(call_operation(pending.call))
             ops.extend(turn_operation(call_id, t) for t in sorted(pending.turns.values(), key=lambda t: t.seq))
             async with limit:
-                return await self._submit(self._t.calls, ops)
+                return await self._out.submit(self._t.calls, ops)
 
         results = await asyncio.gather(*(write(cid, p) for cid, p in batches.items()))
         for (call_id, pending), stored in zip(batches.items(), results, strict=True):
@@ -332,7 +319,7 @@ class StoreWriter:
         by_pk = by_partition([(pk, op) for pk, op in pairs if pk != BUCKETS_PK or op[1]["RowKey"] not in self._buckets])
         ok = True
         for pk, ops in by_pk.items():
-            stored = await self._submit(self._t.callindex, ops)
+            stored = await self._out.submit(self._t.callindex, ops)
             ok = stored and ok
             if stored and pk == BUCKETS_PK:
                 self._buckets.update(str(op[1]["RowKey"]) for op in ops)
@@ -380,9 +367,9 @@ class StoreWriter:
                 await remove_from_active(self._t, call_id)
             except HttpResponseError as exc:
                 if not refused_as_invalid(exc):
-                    ok = self._failed(exc) and ok
+                    ok = self._out.failed(exc) and ok
             except AzureError as exc:
-                ok = self._failed(exc) and ok
+                ok = self._out.failed(exc) and ok
         return ok
 
     def _tail_turns(self, call: CallRecord) -> list[TranscriptTurn]:
@@ -391,61 +378,3 @@ class StoreWriter:
         if call.final or pending is None or not pending.turns:
             return []
         return sorted(pending.turns.values(), key=lambda t: t.seq)
-
-    async def _submit(self, client: Any, ops: list[tuple[Any, ...]]) -> bool:
-        """Write `ops` in transactions. False when the store could not be reached (retry later).
-        An entity the store refuses as invalid is set aside, never retried, and never holds up
-        the others: a refused transaction is split and its entities written one by one."""
-        for start in range(0, len(ops), _BATCH):
-            chunk = [op for op in ops[start : start + _BATCH] if self._valid(op)]
-            if not chunk:
-                continue
-            self.stats.requests += 1
-            self.stats.entities += len(chunk)
-            try:
-                if len(chunk) == 1 and chunk[0][0] == "upsert":
-                    # One entity: a plain upsert is the same single request without the SDK's
-                    # multipart batch encoding, which costs ~2.5x the CPU.
-                    await client.upsert_entity(chunk[0][1], **chunk[0][2])
-                else:
-                    self.stats.transactions += 1
-                    await client.submit_transaction(chunk)
-            except HttpResponseError as exc:
-                if not refused_as_invalid(exc):
-                    return self._failed(exc)
-                if len(chunk) == 1:
-                    self._set_aside(chunk[0], f"{exc.status_code} {getattr(exc, 'error_code', '') or ''}".strip())
-                    continue
-                for op in chunk:
-                    if not await self._submit(client, [op]):
-                        return False
-            except (TimeoutError, AzureError, OSError) as exc:
-                return self._failed(exc)
-        return True
-
-    def _failed(self, exc: BaseException) -> bool:
-        self.stats.failures += 1
-        if (skipped := self._throttle.due("write")) is not None:
-            log.warning(
-                "table write failed at %s, will retry: %s (%d more since the last line)",
-                self._t.endpoint,
-                type(exc).__name__,
-                skipped,
-            )
-        return False
-
-    def _valid(self, op: tuple[Any, ...]) -> bool:
-        problem = key_problem(op[1])
-        if problem is not None:
-            self._set_aside(op, problem)
-        return problem is None
-
-    def _set_aside(self, op: tuple[Any, ...], reason: str) -> None:
-        entity = op[1]
-        self.stats.set_aside += 1
-        self.set_aside.append(SetAside(str(entity.get("PartitionKey"))[:80], str(entity.get("RowKey"))[:80], reason))
-        log.error(
-            "the store refused an entity (%s); set aside, the rest written",
-            reason,
-            extra={"partition": str(entity.get("PartitionKey"))[:80]},
-        )
