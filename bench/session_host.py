@@ -28,8 +28,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.procs import NO_WEBHOOKS, serve_simulator, tell_accepted
-from callplane import gc_tuning, signing
+from bench.procs import NO_WEBHOOKS, serve_simulator, tell_accepted, tune_harness_gc
+from callplane import signing
 from callplane.clock import now_ms, percentile
 from callplane.handoff import HandoffRequest
 from callplane.session_config import accept_body
@@ -170,10 +170,7 @@ async def measure(n: int, conn: str, args: argparse.Namespace) -> dict[str, Any]
 
 
 async def main(args: argparse.Namespace) -> None:
-    # The harness (simulator, scripted callers) collects garbage the way the services do: with
-    # default settings its own full passes (up to ~380 ms with 1,000 callers) land in whichever
-    # system's round trips it is timing.
-    gc_tuning.tune()
+    tune_harness_gc()
     azurite = start_azurite()
     rows = []
     try:

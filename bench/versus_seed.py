@@ -26,8 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.procs import deployed, serve_simulator
-from callplane import gc_tuning
+from bench.procs import deployed, serve_simulator, tune_harness_gc
 from callplane.clock import percentile
 from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
@@ -218,10 +217,7 @@ ARGS = argparse.Namespace(time_scale=1.0, webhook_connections=0)
 
 
 async def main(args: argparse.Namespace) -> None:
-    # The harness (simulator, scripted callers) collects garbage the way the services do: with
-    # default settings its own full passes (up to ~380 ms with 1,000 callers) land in whichever
-    # system's round trips it is timing.
-    gc_tuning.tune()
+    tune_harness_gc()
     azurite = start_azurite()
     results: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     overload: dict[str, Any] | None = None
