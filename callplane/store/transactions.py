@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 from uuid import uuid4
@@ -30,7 +31,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import RequestTooLargeError, TableTransactionError, UpdateMode
 from azure.data.tables import _error as sdk_errors
-from azure.data.tables._serialize import _add_entity_properties
+from azure.data.tables import _serialize as sdk_serialize
 from azure.data.tables.aio import TableClient
 
 Operation = tuple[Any, ...]  # ("create" | "upsert" | "update" | "delete", entity[, options])
@@ -38,6 +39,9 @@ Operation = tuple[Any, ...]  # ("create" | "upsert" | "update" | "delete", entit
 # A whole request refused (auth, throttling, a bad table name): the SDK's decoding, so callers see
 # the exception types its other calls raise.
 _decode_error: Callable[..., HttpResponseError] = sdk_errors._decode_error
+# The SDK's own property typing (`Edm.Int64`, dates, binary) and key escaping (quotes doubled).
+_add_entity_properties: Callable[[Mapping[str, Any]], dict[str, Any]] = sdk_serialize._add_entity_properties
+_prepare_key: Callable[[Any], str] = sdk_serialize._prepare_key
 _PART_HEAD = "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
 _BOUNDARY = re.compile(r'boundary="?([^";\r\n]+)"?', re.IGNORECASE)
 _STATUS = re.compile(r"HTTP/1\.[01] (\d{3})")
@@ -45,9 +49,7 @@ _BLANK = re.compile(r"\r?\n\r?\n")
 
 
 def _key(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("PartitionKey or RowKey must be of type string.")
-    return quote(value.replace("'", "''"), safe="")
+    return quote(_prepare_key(value), safe="")
 
 
 def _if_match(options: Mapping[str, Any]) -> str:
@@ -114,15 +116,13 @@ def encode(table_url: str, operations: Sequence[Operation], batch: str, changese
     return b"".join(out)
 
 
+@dataclass(slots=True, frozen=True)
 class Part:
     """One operation's answer: its status, its headers (names lower-cased) and its body."""
 
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: dict[str, str], body: str) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
+    status: int
+    headers: dict[str, str]
+    body: str
 
 
 def _headers(block: str) -> dict[str, str]:
