@@ -1,5 +1,10 @@
 """The hand-off from the Function App to a session host: `POST /internal/calls`, signed like a
-webhook with HANDOFF_SECRET, carrying the W3C `traceparent`."""
+webhook with HANDOFF_SECRET, carrying the W3C `traceparent`.
+
+Hand-offs (and accept outcomes) that the Function App sends at the same moment travel together:
+`POST /internal/calls/batch` and `POST /internal/accept-outcomes` carry up to `MAX_BATCH` of them
+in one signed request, each answered on its own (the status and body the single route would
+give). In a burst of calls this spares a connection and a request per call on both sides."""
 
 from __future__ import annotations
 
@@ -14,6 +19,12 @@ from callplane.ids import CallId, WebhookId
 HANDOFF_PATH = "/internal/calls"
 # The Function App tells the owner how the accept went; only then does it open the socket.
 OUTCOME_PATH = "/internal/calls/{call_id}/accept-outcome"
+HANDOFF_BATCH_PATH = "/internal/calls/batch"
+OUTCOME_BATCH_PATH = "/internal/accept-outcomes"
+MAX_BATCH = 100
+# A batch is answered one JSON line per message, `{"i": index, "status": ..., "body": {...}}`, in
+# the order the answers are decided.
+BATCH_CONTENT_TYPE = "application/x-ndjson"
 
 
 # The webhook's body limit plus room for the hand-off's own fields: whatever SIP headers the
@@ -76,6 +87,31 @@ class AcceptOutcome(BaseModel):
 
     def body(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+class BatchItem(BaseModel):
+    """One message of a batch: its body as the single route takes it (validated on its own, so
+    one bad message is refused alone) and its W3C trace context."""
+
+    body: dict[str, Any]
+    traceparent: str | None = Field(default=None, max_length=128)
+    tracestate: str | None = Field(default=None, max_length=512)
+
+    def trace_headers(self) -> dict[str, str]:
+        return {k: v for k, v in (("traceparent", self.traceparent), ("tracestate", self.tracestate)) if v}
+
+
+class Batch(BaseModel):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchAnswer(BaseModel):
+    """The answer to one message of a batch (line `i` of the answer): what its single route
+    would have said."""
+
+    i: int = Field(ge=0, lt=MAX_BATCH)
+    status: int = Field(ge=100, le=599)
+    body: dict[str, Any]
 
 
 _URI_USER = re.compile(r"(?:sips?|tel):([^@;>\s]+)", re.IGNORECASE)

@@ -27,7 +27,9 @@ from callplane import signing
 from callplane.call_control import CallControl, CallControlError
 from callplane.clock import now_ms
 from callplane.handoff import (
+    HANDOFF_BATCH_PATH,
     IDENTITY_HEADERS,
+    OUTCOME_BATCH_PATH,
     AcceptOutcome,
     HandoffRequest,
     SipHeader,
@@ -45,7 +47,7 @@ from callplane.store.profile_store import ProfileCache
 from callplane.store.records import RefusalRecorder, Unhandled
 from callplane.store.tables import Tables
 from callplane.telemetry import Telemetry
-from function_app.session_host_client import Handoff, hand_off, tell_owner
+from function_app.session_host_client import Batcher, Handoff, hand_off, tell_owner
 
 log = logging.getLogger("function_app.webhook")
 
@@ -77,6 +79,9 @@ class WebhookDeps:
     # rather than each asking again while the fleet is full (overload refused fast, not slowly).
     full_until: float = 0.0
     accept_bodies: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
+    # Hand-offs and accept outcomes sent at the same moment travel together (one request each).
+    handoffs: Batcher = field(default_factory=lambda: Batcher(HANDOFF_BATCH_PATH))
+    outcomes: Batcher = field(default_factory=lambda: Batcher(OUTCOME_BATCH_PATH))
 
 
 def _matches(patterns: str, phone: str | None) -> bool:

@@ -17,6 +17,7 @@ from azure.core.exceptions import AzureError
 
 from callplane.call_control import CallControl
 from callplane.clock import now_ms
+from callplane.handoff import HANDOFF_BATCH_PATH, HANDOFF_PATH, OUTCOME_BATCH_PATH, OUTCOME_PATH
 from callplane.http_server import json_errors
 from callplane.logs import Throttle
 from callplane.settings import Settings
@@ -31,7 +32,7 @@ from callplane.store.writer import StoreWriter
 from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
 from session_host import api, auth, dashboard, keys, profiles_api, session_accept, session_standby
-from session_host.handoff_routes import accept_outcome, session_for, take_call
+from session_host.handoff_routes import accept_outcome, accept_outcomes, session_for, take_call, take_calls
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Standbys, Sweeper
@@ -303,8 +304,10 @@ def create_app(
     app.on_shutdown.append(_end_streams)
     # Order matters on the way out (reverse): calls stop, then the store flushes, then HTTP closes.
     app.cleanup_ctx.extend([loop_ctx, http_ctx, store_ctx, live_ctx, calls_ctx])
-    app.router.add_post("/internal/calls", take_call)
-    app.router.add_post("/internal/calls/{call_id}/accept-outcome", accept_outcome)
+    app.router.add_post(HANDOFF_PATH, take_call)
+    app.router.add_post(HANDOFF_BATCH_PATH, take_calls)
+    app.router.add_post(OUTCOME_PATH, accept_outcome)
+    app.router.add_post(OUTCOME_BATCH_PATH, accept_outcomes)
     app.router.add_post("/api/session", auth.create_session)
     app.router.add_delete("/api/session", auth.delete_session)
     api.add_routes(app)
