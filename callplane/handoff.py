@@ -65,6 +65,10 @@ class HandoffRequest(BaseModel):
         """The request as stored with the call's lease (a table property holds 64 KiB): SIP
         headers cut to STORED_HEADER_BYTES in all, each value to 1 KiB. The session needs only
         the caller's number, which is already taken out."""
+        if sum(len(h.name) + len(h.value) for h in self.sipHeaders) <= STORED_HEADER_BYTES and all(
+            len(h.value) <= 1024 and len(h.name) <= 256 for h in self.sipHeaders
+        ):
+            return self  # nothing to cut (the usual case): no copy
         kept: list[SipHeader] = []
         budget = STORED_HEADER_BYTES
         for header in self.sipHeaders:

@@ -1,13 +1,14 @@
-"""Inserts into one partition that arrive together go to the store as one table transaction.
+"""Writes into one partition that arrive together go to the store as one table transaction.
 
-A burst of calls makes a burst of lease inserts, all on the caller's path. One request per
-insert costs the table SDK most of a millisecond of CPU and the store a round trip each; a
-transaction of up to 99 costs about half as much per entity and one round trip for them all.
-Nothing waits for a batch to fill: an insert goes out at once when none is in flight, and the
-ones that arrive meanwhile go together in the next request. A transaction is all or nothing: when
-one insert fails it (an entity that already exists: a duplicate delivery), that insert is made
-alone and the rest go together again; when the request itself fails, each is made alone. Every
-caller gets its own entity's answer, exactly as from `create_entity`.
+A burst of calls makes a burst of lease inserts, all on the caller's path, and calls that
+started together end together, each turning its lease into a tombstone (a guarded update). One
+request per write costs the table SDK about a millisecond of CPU and the store a round trip each;
+a transaction of up to 99 costs a small part of that per entity and one round trip for them all.
+Nothing waits for a batch to fill: a write goes out at once when none is in flight, and the ones
+that arrive meanwhile go together in the next request. A transaction is all or nothing: when one
+write fails it (an entity that already exists, an ETag that moved on), that write is made alone
+and the rest go together again; when the request itself fails, each is made alone. Every caller
+gets its own entity's answer, exactly as from `create_entity` or `update_entity`.
 """
 
 from __future__ import annotations
@@ -25,25 +26,37 @@ Entity = dict[str, Any]
 MAX_BATCH = 99  # a transaction holds 100 operations; one is kept free for a caller that adds one
 
 
-class InsertBatcher:
+Operation = tuple[Any, ...]  # ("create", entity) or ("update", entity, update_entity's options)
+Pending = tuple[Operation, "asyncio.Future[dict[str, Any]]"]
+
+
+class WriteBatcher:
     def __init__(self, ops: TableOps, max_batch: int = MAX_BATCH) -> None:
         self._ops = ops
         self._max = max_batch
-        self._queue: list[tuple[Entity, asyncio.Future[dict[str, Any]]]] = []
+        self._queue: list[Pending] = []
         self._sender: asyncio.Task[None] | None = None
-        self.transactions = 0  # requests that carried more than one insert
+        self.transactions = 0  # requests that carried more than one write
 
     async def create(self, entity: Entity) -> dict[str, Any]:
         """Insert `entity` (its partition must be the same for every caller); the store's metadata
         (etag). Raises what `create_entity` raises, ResourceExistsError included."""
+        return await self._submit(("create", entity))
+
+    async def update(self, entity: Entity, **options: Any) -> dict[str, Any]:
+        """`update_entity(entity, **options)` (mode, etag, match_condition), in a transaction with
+        the writes of the moment; raises what it raises (ResourceModifiedError, ...)."""
+        return await self._submit(("update", entity, options))
+
+    async def _submit(self, op: Operation) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append((entity, future))
+        self._queue.append((op, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.ensure_future(self._send_all())
         return await asyncio.shield(future)  # a caller that gives up does not cancel the others
 
     async def _send_all(self) -> None:
-        batch: list[tuple[Entity, asyncio.Future[dict[str, Any]]]] = []
+        batch: list[Pending] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
@@ -55,13 +68,14 @@ class InsertBatcher:
             self._queue = []
             raise
 
-    async def _send(self, batch: list[tuple[Entity, asyncio.Future[dict[str, Any]]]]) -> None:
+    async def _send(self, batch: list[Pending]) -> None:
         while len(batch) > 1:
             try:
-                results = await self._ops.submit_transaction([("create", entity) for entity, _ in batch])
+                results = await self._ops.submit_transaction([op for op, _ in batch])
             except TableTransactionError as exc:
-                # The store names the insert that failed the transaction (a duplicate): that one
-                # alone gets its own answer; the rest go together again.
+                # The store names the write that failed the transaction (a duplicate, a moved
+                # ETag, two writes of one entity): that one alone gets its own answer; the rest go
+                # together again.
                 at = exc.index if 0 <= exc.index < len(batch) else 0
                 await self._one(*batch[at])
                 batch = batch[:at] + batch[at + 1 :]
@@ -73,11 +87,14 @@ class InsertBatcher:
                 if not future.done():
                     future.set_result(meta)
             return
-        await asyncio.gather(*(self._one(entity, future) for entity, future in batch))
+        await asyncio.gather(*(self._one(op, future) for op, future in batch))
 
-    async def _one(self, entity: Entity, future: asyncio.Future[dict[str, Any]]) -> None:
+    async def _one(self, op: Operation, future: asyncio.Future[dict[str, Any]]) -> None:
         try:
-            meta = await self._ops.create_entity(entity)
+            if op[0] == "create":
+                meta = await self._ops.create_entity(op[1])
+            else:
+                meta = await self._ops.update_entity(op[1], **op[2])
         except Exception as exc:  # handed to the caller, whatever it is
             if not future.done():
                 future.set_exception(exc)

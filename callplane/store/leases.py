@@ -118,13 +118,14 @@ def _entity(
     return to_entity(PK, req.callId, fields)
 
 
-def _lease(entity: dict[str, object], etag: str) -> Lease:
+def _lease(entity: dict[str, object], etag: str, request: HandoffRequest | None = None) -> Lease:
+    """The lease `entity` holds; `request`: the one it was just written from (not parsed again)."""
     return Lease(
         call_id=str(entity["RowKey"]),
         owner=str(entity["owner"]),
         handover=bool(entity.get("handover")),
         attached=bool(entity.get("attached")),
-        request=HandoffRequest.model_validate_json(str(entity["request"])),
+        request=request or HandoffRequest.model_validate_json(str(entity["request"])),
         etag=etag,
         standby=str(entity.get("standby") or ""),
     )
@@ -216,11 +217,11 @@ async def acquire(tables: Tables, req: HandoffRequest, owner: str) -> Lease | No
     """Take a freshly handed-off call's lease: new, ours already, offered for hand-over, or its
     owner is dead. None when a live replica owns it (or another replica won the race); the
     tombstone (`ended`) when the call already ended. Inserts that arrive together share one
-    transaction (`Tables.lease_inserts`)."""
+    transaction (`Tables.lease_writes`)."""
     entity = _entity(req, owner)
     try:
-        meta = await tables.lease_inserts.create(entity)
-        return _lease(entity, meta["etag"])
+        meta = await tables.lease_writes.create(entity)
+        return _lease(entity, meta["etag"], req)
     except ResourceExistsError:
         pass
     current = await get(tables, req.callId)
@@ -289,10 +290,10 @@ async def update(
     follower = standby if standby is not None else (lease.standby if same else "")
     entity = _entity(request or lease.request, new_owner, handover, keep, follower)
     try:
-        meta = await tables.leases.update_entity(entity, **_guarded(lease.etag))
+        meta = await tables.lease_writes.update(entity, **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
         return None
-    return _lease(entity, meta["etag"])
+    return _lease(entity, meta["etag"], request or lease.request)
 
 
 def _tombstone(req: HandoffRequest) -> dict[str, object]:
@@ -302,7 +303,7 @@ def _tombstone(req: HandoffRequest) -> dict[str, object]:
 async def release(tables: Tables, lease: Lease) -> None:
     """The call ended: its lease becomes a tombstone (only if it is still ours)."""
     try:
-        await tables.leases.update_entity(_tombstone(lease.request), **_guarded(lease.etag))
+        await tables.lease_writes.update(_tombstone(lease.request), **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
         pass
 
@@ -310,7 +311,7 @@ async def release(tables: Tables, lease: Lease) -> None:
 async def mark_refused(tables: Tables, req: HandoffRequest) -> None:
     """A call the Function App refused: a tombstone, unless a replica holds its lease."""
     try:
-        await tables.lease_inserts.create(_tombstone(req))
+        await tables.lease_writes.create(_tombstone(req))
     except ResourceExistsError:
         pass
 

@@ -26,7 +26,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from callplane.settings import Settings
 from callplane.store import transactions
-from callplane.store.coalesce import InsertBatcher
+from callplane.store.coalesce import WriteBatcher
 
 TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions", "profiles")
 log = logging.getLogger("callplane.store")
@@ -176,8 +176,9 @@ class Tables:
     # Bumped whenever a table had to be created again: whatever a writer cached as "already in
     # the store" (index buckets, live rows, rollup ETags) may be gone. Per table name.
     generations: dict[str, int] = field(default_factory=dict)
-    # Lease inserts arrive in bursts on the caller's path (one per new call): they go together.
-    lease_inserts: InsertBatcher = field(init=False)
+    # Lease writes arrive in bursts (an insert per new call on the caller's path, a tombstone per
+    # ended call): those of a moment go together.
+    lease_writes: WriteBatcher = field(init=False)
 
     @property
     def generation(self) -> int:
@@ -186,7 +187,7 @@ class Tables:
     def __post_init__(self) -> None:
         for ops in self.all():
             ops.on_recreated = self._bump
-        self.lease_inserts = InsertBatcher(self.leases)
+        self.lease_writes = WriteBatcher(self.leases)
 
     def all(self) -> tuple[TableOps, ...]:
         return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions, self.profiles)
