@@ -204,6 +204,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     # the store thread behind the write-behind batches, and the caller waits on some of them.
     app[keys.LANE] = open_tables(app[keys.SETTINGS], own_thread=True)
     settings = app[keys.SETTINGS]
+    # Read by the admin API only, which refreshes it on each request (one read of the generation):
+    # no background poll here. Calls get their profile with the hand-off.
     app[keys.PROFILES] = ProfileCache(tables.profiles, settings.realtime_voice, settings.profile_header)
     yield
     await writer.close()
@@ -250,7 +252,6 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(supervised("heartbeat", heartbeat.run, restarts), name="heartbeat"),
         asyncio.create_task(supervised("lease-sweeper", lambda: _sweep_forever(app), restarts), name="lease-sweeper"),
         asyncio.create_task(supervised("retention", lambda: _purge_forever(app), restarts), name="retention"),
-        asyncio.create_task(supervised("profiles", app[keys.PROFILES].run, restarts), name="profiles"),
         asyncio.create_task(
             supervised(
                 "accept-outcomes",
@@ -287,7 +288,9 @@ def create_app(
     app[keys.SIGN_IN] = SignInLimiter()
     app[keys.SETTINGS] = settings
     app[keys.OPTIONS] = options or SessionOptions(
-        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(0.5, settings.lease_ttl_seconds / 6))
+        # A sweep reads every heartbeat (one query): once a second at most by default, the TTL
+        # (6 s) being what a takeover waits for anyway.
+        lease=LeaseTiming(ttl_s=settings.lease_ttl_seconds, sweep_s=min(1.0, settings.lease_ttl_seconds / 6))
     )
     # One identity per process, not per container: a container restarted after a crash keeps its
     # replica name, and its heartbeat must not keep the dead process's calls looking owned.
