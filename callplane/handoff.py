@@ -22,6 +22,8 @@ OUTCOME_PATH = "/internal/calls/{call_id}/accept-outcome"
 HANDOFF_BATCH_PATH = "/internal/calls/batch"
 OUTCOME_BATCH_PATH = "/internal/accept-outcomes"
 MAX_BATCH = 100
+BATCH_BYTES = 1024 * 1024  # the senders' budget for a batch's bodies (a larger body goes alone)
+MAX_BATCH_BODY = 2 * BATCH_BYTES  # what a session host reads of a batch (bodies plus their envelope)
 # A batch is answered one JSON line per message, `{"i": index, "status": ..., "body": {...}}`, in
 # the order the answers are decided.
 BATCH_CONTENT_TYPE = "application/x-ndjson"

@@ -24,7 +24,15 @@ import aiohttp
 from pydantic import ValidationError
 
 from callplane import signing
-from callplane.handoff import HANDOFF_PATH, MAX_BATCH, OUTCOME_PATH, AcceptOutcome, BatchAnswer, HandoffRequest
+from callplane.handoff import (
+    BATCH_BYTES,
+    HANDOFF_PATH,
+    MAX_BATCH,
+    OUTCOME_PATH,
+    AcceptOutcome,
+    BatchAnswer,
+    HandoffRequest,
+)
 
 if TYPE_CHECKING:
     from function_app.webhook import WebhookDeps
@@ -85,7 +93,14 @@ class Batcher:
     def _flush(self, deps: WebhookDeps) -> None:
         self._flush_due = False
         while self._queue and self._busy < self.lanes:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            # Up to MAX_BATCH messages and BATCH_BYTES of them; one larger goes alone.
+            size, count = 0, 0
+            for message in self._queue[:MAX_BATCH]:
+                size += len(message.body)
+                if count and size > BATCH_BYTES:
+                    break
+                count += 1
+            batch, self._queue = self._queue[:count], self._queue[count:]
             self._busy += 1
             task = asyncio.ensure_future(self._post(deps, batch))
             self._tasks.add(task)

@@ -19,7 +19,7 @@ from callplane.bodies import read_limited
 from callplane.clock import now_ms
 from callplane.handoff import (
     BATCH_CONTENT_TYPE,
-    MAX_BATCH,
+    MAX_BATCH_BODY,
     MAX_HANDOFF,
     AcceptOutcome,
     Batch,
@@ -89,7 +89,7 @@ async def take_call(request: web.Request) -> web.Response:
 async def take_calls(request: web.Request) -> web.StreamResponse:
     """A batch of hand-offs (one signed request); each answered as `take_call` would answer it.
     They are taken side by side, so their leases share the store's requests."""
-    batch = await _signed(request, Batch, MAX_BATCH * MAX_HANDOFF, "hand-off batch")
+    batch = await _signed(request, Batch, MAX_BATCH_BODY, "hand-off batch")
     if isinstance(batch, web.Response):
         return batch
 
@@ -196,7 +196,7 @@ async def accept_outcome(request: web.Request) -> web.Response:
 
 async def accept_outcomes(request: web.Request) -> web.StreamResponse:
     """A batch of accept outcomes, each answered as `accept_outcome` would answer it."""
-    batch = await _signed(request, Batch, MAX_BATCH * 4096, "outcome batch")
+    batch = await _signed(request, Batch, MAX_BATCH_BODY, "outcome batch")
     if isinstance(batch, web.Response):
         return batch
 

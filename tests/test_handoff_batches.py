@@ -14,6 +14,7 @@ from aiohttp import web
 from callplane import signing
 from callplane.clock import now_ms
 from callplane.handoff import (
+    BATCH_BYTES,
     BATCH_CONTENT_TYPE,
     HANDOFF_BATCH_PATH,
     HANDOFF_PATH,
@@ -183,3 +184,48 @@ async def test_a_batch_that_cannot_be_delivered_fails_each_sender(conn: str) -> 
         assert all(isinstance(r, OSError) for r in results), results
     finally:
         await close_deps(deps)
+
+
+async def test_a_batch_stays_within_its_byte_budget_and_a_large_message_goes_alone(conn: str) -> None:
+    """Hand-offs may carry up to ~1 MiB of SIP headers each: a batch holds at most BATCH_BYTES of
+    bodies, so a session host never reads a giant one, and a message that large goes on its own."""
+    seen: list[tuple[str, int, int]] = []  # path, messages, body bytes
+
+    async def record(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path == HANDOFF_BATCH_PATH:
+            items = json.loads(body)["items"]
+            seen.append((request.path, len(items), len(body)))
+            lines = [json.dumps({"i": i, "status": 202, "body": {}}) for i in range(len(items))]
+            return web.Response(body="\n".join(lines) + "\n", content_type=BATCH_CONTENT_TYPE)
+        seen.append((request.path, 1, len(body)))
+        return web.json_response({}, status=202)
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post(HANDOFF_PATH, record)
+    app.router.add_post(HANDOFF_BATCH_PATH, record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    env = make_env(conn, sim_port=1, fn_port=2, host_port=3, dialect="openai")
+    env["SESSION_HOST_URL"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    from function_app.runtime import close_deps, open_deps
+
+    deps = await open_deps(build_settings(Role.FUNCTION_APP, env), Telemetry())
+    try:
+        huge = b'{"pad":"' + b"z" * (1536 * 1024) + b'"}'  # over the budget on its own
+        big = b'{"pad":"' + b"x" * (600 * 1024) + b'"}'  # two of them are over it
+        small = b'{"pad":"y"}'
+        batcher = Batcher(HANDOFF_BATCH_PATH)
+        bodies = [huge, big, big, big] + [small] * 5
+        answers = await asyncio.gather(*(batcher.send(deps, b, HANDOFF_PATH, 5.0) for b in bodies))
+        assert [status for status, _ in answers] == [202] * 9
+        assert sum(n for _, n, _ in seen) == 9
+        assert [(p, n) for p, n, size in seen if size > BATCH_BYTES] == [(HANDOFF_PATH, 1)], seen
+        batches = [size for p, _, size in seen if p == HANDOFF_BATCH_PATH]
+        assert batches and all(size <= BATCH_BYTES + 64 * 1024 for size in batches), seen
+        assert len(seen) >= 3, "the three 600 KiB messages need at least two requests besides the huge one"
+    finally:
+        await close_deps(deps)
+        await runner.cleanup()
