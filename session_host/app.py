@@ -224,7 +224,8 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def loop_ctx(app: web.Application) -> AsyncIterator[None]:
-    monitor = app[keys.LOOP] = LoopMonitor()
+    registry = app[keys.REGISTRY]
+    monitor = app[keys.LOOP] = LoopMonitor(busy=lambda: len(registry) > 0 or bool(registry.taking))
     task = asyncio.create_task(monitor.run(), name="loop-monitor")
     yield
     task.cancel()
@@ -256,7 +257,9 @@ async def calls_ctx(app: web.Application) -> AsyncIterator[None]:
             supervised(
                 "accept-outcomes",
                 lambda: session_accept.watch_outcomes(
-                    app[keys.LANE], lambda: {k: v for k, v in registry.sessions.items() if v.awaiting_accept}
+                    app[keys.LANE],
+                    lambda: {k: v for k, v in registry.sessions.items() if v.awaiting_accept},
+                    registry.started,
                 ),
                 restarts,
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import resource
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callplane.clock import percentile
@@ -19,18 +20,22 @@ class HostCounters:
 
 @dataclass(slots=True)
 class LoopMonitor:
-    """Measures how late a 100 ms timer fires: the event loop's lag, the figure callers feel (ten
-    samples a second: enough for a p99 over any benchmark, and cheap when idle)."""
+    """Measures how late a timer fires: the event loop's lag, the figure callers feel. Ten
+    samples a second while calls are live (`busy`), one a second otherwise: each wake-up of an
+    idle process costs more than the sample is worth."""
 
     interval: float = 0.1
+    idle_interval: float = 1.0
+    busy: Callable[[], bool] = lambda: True
     samples: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            interval = self.interval if self.busy() else self.idle_interval
             start = loop.time()
-            await asyncio.sleep(self.interval)
-            self.samples.append(max(0.0, (loop.time() - start - self.interval) * 1000))
+            await asyncio.sleep(interval)
+            self.samples.append(max(0.0, (loop.time() - start - interval) * 1000))
 
     def p99(self) -> float | None:
         return percentile(list(self.samples), 99)

@@ -30,6 +30,9 @@ class CallRegistry:
         # No live peer said it had room at its last heartbeat (set by the sweeper): when this
         # replica is full too, the whole fleet is, and the Function App need not ask again.
         self.peers_full = False
+        # Set whenever a session starts: background work that matters only while calls are
+        # being set up (outcomes left in the store) sleeps on it instead of polling.
+        self.started = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -55,6 +58,7 @@ class CallRegistry:
         task = asyncio.create_task(session.run(), name=f"call:{call_id}")
         self._tasks[call_id] = task
         task.add_done_callback(self._reaper(call_id))
+        self.started.set()
 
     def _reaper(self, call_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:

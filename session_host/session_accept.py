@@ -55,9 +55,16 @@ async def wait_for_accept(s: CallSession) -> tuple[CallStatus, str] | None:
 OUTCOME_POLL_S = 0.2
 
 
-async def watch_outcomes(tables: Tables, waiting: Callable[[], dict[str, CallSession]]) -> None:
-    """Forever: while calls wait for their accept's outcome, look for the ones left in the store."""
+async def watch_outcomes(
+    tables: Tables, waiting: Callable[[], dict[str, CallSession]], started: asyncio.Event | None = None
+) -> None:
+    """Forever: while calls wait for their accept's outcome, look for the ones left in the store.
+    `started` (set when a session starts): with none waiting, sleep until then, not poll."""
     while True:
+        if started is not None and not waiting():
+            started.clear()
+            if not waiting():
+                await started.wait()
         await asyncio.sleep(OUTCOME_POLL_S)
         sessions = waiting()
         if not sessions:
