@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -89,16 +89,26 @@ async def take_call(request: web.Request) -> web.Response:
 async def take_calls(request: web.Request) -> web.StreamResponse:
     """A batch of hand-offs (one signed request); each answered as `take_call` would answer it.
     They are taken side by side, so their leases share the store's requests."""
-    batch = await _signed(request, Batch, MAX_BATCH_BODY, "hand-off batch")
+    return await _each(
+        request, "hand-off", HandoffRequest, lambda req, item: _take(request.app, req, item.trace_headers())
+    )
+
+
+async def _each(
+    request: web.Request, what: str, model: type[M], act: Callable[[M, BatchItem], Awaitable[Answer]]
+) -> web.StreamResponse:
+    """A signed batch of `model` messages, each validated on its own (a bad one is answered 400
+    alone) and handed to `act`."""
+    batch = await _signed(request, Batch, MAX_BATCH_BODY, f"{what} batch")
     if isinstance(batch, web.Response):
         return batch
 
     async def one(item: BatchItem) -> Answer:
         try:
-            req = HandoffRequest.model_validate(item.body)
+            message = model.model_validate(item.body)
         except ValidationError as exc:
-            return 400, {"error": f"invalid hand-off: {_first_error(exc)}"}
-        return await _take(request.app, req, item.trace_headers())
+            return 400, {"error": f"invalid {what}: {_first_error(exc)}"}
+        return await act(message, item)
 
     return await _answer_each(request, [one(item) for item in batch.items])
 
@@ -196,18 +206,7 @@ async def accept_outcome(request: web.Request) -> web.Response:
 
 async def accept_outcomes(request: web.Request) -> web.StreamResponse:
     """A batch of accept outcomes, each answered as `accept_outcome` would answer it."""
-    batch = await _signed(request, Batch, MAX_BATCH_BODY, "outcome batch")
-    if isinstance(batch, web.Response):
-        return batch
-
-    async def one(item: BatchItem) -> Answer:
-        try:
-            outcome = AcceptOutcome.model_validate(item.body)
-        except ValidationError as exc:
-            return 400, {"error": f"invalid outcome: {_first_error(exc)}"}
-        return await _deliver(request.app, outcome)
-
-    return await _answer_each(request, [one(item) for item in batch.items])
+    return await _each(request, "outcome", AcceptOutcome, lambda outcome, _: _deliver(request.app, outcome))
 
 
 async def _deliver(app: web.Application, outcome: AcceptOutcome) -> Answer:
