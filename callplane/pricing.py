@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from callplane.validation import first_error
+
 
 class Price(BaseModel):
     """USD per million tokens."""
@@ -53,8 +55,7 @@ def parse_prices(raw: str) -> dict[str, Price]:
         try:
             table[str(model)] = Price.model_validate(price)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ValueError(f"{model}.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise ValueError(f"{model}.{first_error(exc)}") from None
     return table
 
 

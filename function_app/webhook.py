@@ -47,6 +47,7 @@ from callplane.store.profile_store import ProfileCache
 from callplane.store.records import RefusalRecorder, Unhandled
 from callplane.store.tables import Tables
 from callplane.telemetry import Telemetry
+from callplane.validation import first_error
 from function_app.session_host_client import Batcher, Handoff, hand_off, tell_owner
 
 log = logging.getLogger("function_app.webhook")
@@ -172,7 +173,7 @@ def _parse(
     try:
         event = RealtimeCallIncomingWebhookEvent.model_validate(doc)
     except ValidationError as exc:
-        return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {_first_error(exc)}"})
+        return Reply(400, {"error": f"invalid {HANDLED_TYPE} event: {first_error(exc)}"})
     try:
         call_id = check_id("call id", event.data.call_id)
         webhook_id = check_id("webhook-id", lower.get("webhook-id") or event.id)
@@ -239,11 +240,6 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list):
         return [_scrub(v) for v in value]
     return value
-
-
-def _first_error(exc: ValidationError) -> str:
-    problem = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
 
 
 async def _run_call(deps: WebhookDeps, handoff: HandoffRequest, extra: dict[str, Any]) -> Reply:

@@ -28,6 +28,7 @@ from callplane.handoff import (
 )
 from callplane.store import leases
 from callplane.telemetry import Telemetry
+from callplane.validation import first_error
 from session_host import keys
 from session_host.ownership import LeaseKeeper
 from session_host.session import CallSession
@@ -51,7 +52,7 @@ async def _signed(request: web.Request, model: type[M], limit: int, what: str) -
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        return web.json_response({"error": f"invalid {what}: {_first_error(exc)}"}, status=400)
+        return web.json_response({"error": f"invalid {what}: {first_error(exc)}"}, status=400)
 
 
 def session_for(app: web.Application, req: HandoffRequest, keeper: LeaseKeeper | None, **more: Any) -> CallSession:
@@ -107,7 +108,7 @@ async def _each(
         try:
             message = model.model_validate(item.body)
         except ValidationError as exc:
-            return 400, {"error": f"invalid {what}: {_first_error(exc)}"}
+            return 400, {"error": f"invalid {what}: {first_error(exc)}"}
         return await act(message, item)
 
     return await _answer_each(request, [one(item) for item in batch.items])
@@ -186,11 +187,6 @@ async def _reserve(app: web.Application, req: HandoffRequest, trace: Mapping[str
     app[keys.REGISTRY].start(session)
     log.info("call handed off", extra={"cat": "CALL", "call_id": req.callId})
     return 202, {"callId": req.callId, "status": "taken"}
-
-
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
 
 
 async def accept_outcome(request: web.Request) -> web.Response:
