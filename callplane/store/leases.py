@@ -288,12 +288,13 @@ async def update(
     same = new_owner == lease.owner
     keep = (lease.attached and same) if attached is None else attached
     follower = standby if standby is not None else (lease.standby if same else "")
-    entity = _entity(request or lease.request, new_owner, handover, keep, follower)
+    req = request or lease.request
+    entity = _entity(req, new_owner, handover, keep, follower)
     try:
         meta = await tables.lease_writes.update(entity, **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
         return None
-    return _lease(entity, meta["etag"], request or lease.request)
+    return _lease(entity, meta["etag"], req)
 
 
 def _tombstone(req: HandoffRequest) -> dict[str, object]:
