@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +50,16 @@ class Stack:
         async with self.http.get(f"{self.host_url}{path}", **kw) as resp:
             assert resp.status == status, (resp.status, await resp.text())
             return await resp.json()
+
+    async def wait_stats(self, settled: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        """Poll /api/stats until `settled` holds (the rollup is written behind the call record,
+        so a call can be listed final a flush before its counts land); the last answer either way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats: dict[str, Any] = await self.api("/api/stats")
+            if settled(stats) or time.monotonic() > deadline:
+                return stats
+            await asyncio.sleep(0.1)
 
     async def webhook_has_profile(self, name: str, version: int, number: str | None = None) -> None:
         """Wait until the webhook app's profile cache (it follows the store about once a second)

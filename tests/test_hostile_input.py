@@ -158,7 +158,7 @@ async def test_tables_that_vanish_are_created_again(conn: str) -> None:
         assert call["status"] == "completed"
         listed = await stack.api("/api/calls")
         assert [c["callId"] for c in listed["calls"]] == [second], "listed again: the bucket row was rewritten"
-        stats = await stack.api("/api/stats")
+        stats = await stack.wait_stats(lambda s: s["completedCalls"] >= 1)
         assert stats["totalCalls"] == stats["completedCalls"] == 1, stats
         assert stack.host_app[keys.WRITER].stats.store_resets >= 1
 

@@ -8,7 +8,7 @@ import uuid
 from callplane.settings import Role, build_settings
 from callplane.signing import new_secret
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord
-from callplane.store.rollups import RollupCache, apply_delta, call_finished, histogram_percentile, read_stats
+from callplane.store.rollups import PK, RK, RollupCache, apply_delta, call_finished, histogram_percentile, read_stats
 from callplane.store.tables import ensure_tables, open_tables
 from tests.stack import run_stack
 
@@ -152,3 +152,30 @@ async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_write
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_cached_rollup_whose_entity_vanished_is_written_again_at_once(conn: str) -> None:
+    # The store came back empty (or someone deleted the rollup row) while this writer held its
+    # ETag: the conditional write answers 404, and the delta must be created fresh, not failed
+    # and left for a retry seconds later (the dashboard would show zero until then).
+    env = {
+        "OPENAI_API_KEY": "k",
+        "HANDOFF_SECRET": new_secret(),
+        "STORAGE_CONNECTION_STRING": conn,
+        "TABLE_PREFIX": "v" + uuid.uuid4().hex[:8],
+    }
+    tables = open_tables(build_settings(Role.SESSION_HOST, env))
+    try:
+        await ensure_tables(tables)
+        cache = RollupCache()
+        await apply_delta(tables, call_finished(finished(0, CallStatus.COMPLETED), counted_start=False), cache=cache)
+        assert cache.etag is not None
+        await tables.rollups.delete_entity(PK, RK)
+        conflicts = await apply_delta(
+            tables, call_finished(finished(1, CallStatus.FAILED), counted_start=False), cache=cache
+        )
+        assert conflicts == 1, "the stale ETag fails once, then the row is created"
+        stats = await read_stats(tables)
+        assert stats["totalCalls"] == 1 and stats["failedCalls"] == 1 and stats["completedCalls"] == 0
+    finally:
+        await tables.close()

@@ -249,6 +249,11 @@ async def apply_delta(tables: Tables, delta: RollupDelta, attempts: int = 20, ca
                 conflicts += 1
                 await asyncio.sleep(random.uniform(0.005, 0.05) * min(conflicts, 5))
                 continue
+            except ResourceNotFoundError:
+                # The row went (the store came back empty) since the ETag was read: the next
+                # pass reads nothing and creates it with this delta, now rather than on a retry.
+                conflicts += 1
+                continue
             if cache is not None:
                 cache.entity, cache.etag = updated, str(meta["etag"])
             return conflicts
