@@ -34,6 +34,41 @@ class Deployed:
 
 
 NO_WEBHOOKS = "http://127.0.0.1:9/none"  # for benchmarks that hand calls to the hosts themselves
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def usage(pids: list[int]) -> tuple[float, int]:
+    """CPU seconds and RSS bytes of these processes and their descendants."""
+    cpu, rss = 0.0, 0
+    for root in pids:
+        for pid in _tree(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / TICK
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1]) * 1024
+            except (OSError, IndexError, ValueError):
+                continue
+    return cpu, rss
 
 
 def tune_harness_gc() -> None:

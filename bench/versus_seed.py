@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.procs import deployed, serve_simulator, tune_harness_gc
+from bench.procs import deployed, serve_simulator, tune_harness_gc, usage
 from callplane.clock import percentile
 from simulator.azurite import free_port, start_azurite
 from simulator.calls import SimCall
@@ -37,42 +37,7 @@ from tests.stack import make_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT.parent / "shared" / "seed" / "run-seed.sh"
-TICK = os.sysconf("SC_CLK_TCK")
 SCENARIO = "versus"  # tools and arguments both implementations take
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
-def usage(pids: list[int]) -> tuple[float, int]:
-    """CPU seconds and RSS bytes of these processes and their descendants."""
-    cpu, rss = 0.0, 0
-    for root in pids:
-        for pid in _tree(root):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu += (int(fields[11]) + int(fields[12])) / TICK
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        rss += int(line.split()[1]) * 1024
-            except (OSError, IndexError, ValueError):
-                continue
-    return cpu, rss
 
 
 async def measured(sim: Simulator, pids: list[int], n: int, timeout_s: float) -> dict[str, Any]:

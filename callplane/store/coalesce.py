@@ -31,9 +31,12 @@ Pending = tuple[Operation, "asyncio.Future[dict[str, Any]]"]
 
 
 class WriteBatcher:
-    def __init__(self, ops: TableOps, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, ops: TableOps, max_batch: int = MAX_BATCH, linger_s: float = 0.0) -> None:
         self._ops = ops
         self._max = max_batch
+        # For writes nobody is waiting on: gather for this long before sending, so writes that
+        # come a few at a time (calls ending over a second or two) still share requests.
+        self._linger_s = linger_s
         self._queue: list[Pending] = []
         self._sender: asyncio.Task[None] | None = None
         self.transactions = 0  # requests that carried more than one write
@@ -58,6 +61,8 @@ class WriteBatcher:
     async def _send_all(self) -> None:
         batch: list[Pending] = []
         try:
+            if self._linger_s:
+                await asyncio.sleep(self._linger_s)
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                 await self._send(batch)

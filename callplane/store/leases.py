@@ -304,7 +304,7 @@ def _tombstone(req: HandoffRequest) -> dict[str, object]:
 async def release(tables: Tables, lease: Lease) -> None:
     """The call ended: its lease becomes a tombstone (only if it is still ours)."""
     try:
-        await tables.lease_writes.update(_tombstone(lease.request), **_guarded(lease.etag))
+        await tables.lease_endings.update(_tombstone(lease.request), **_guarded(lease.etag))
     except (ResourceModifiedError, ResourceNotFoundError):
         pass
 

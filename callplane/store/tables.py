@@ -29,6 +29,7 @@ from callplane.store import transactions
 from callplane.store.coalesce import WriteBatcher
 
 TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions", "profiles")
+ENDINGS_LINGER_S = 0.25  # how long a tombstone waits for others to share its request
 log = logging.getLogger("callplane.store")
 
 
@@ -177,8 +178,11 @@ class Tables:
     # the store" (index buckets, live rows, rollup ETags) may be gone. Per table name.
     generations: dict[str, int] = field(default_factory=dict)
     # Lease writes arrive in bursts (an insert per new call on the caller's path, a tombstone per
-    # ended call): those of a moment go together.
+    # ended call): those of a moment go together. Tombstones have their own batcher, which waits a
+    # little to gather more: no caller waits on them, and calls that started together end spread
+    # over a second or two (one request each, ~1-3 ms of CPU, when sent as they came).
     lease_writes: WriteBatcher = field(init=False)
+    lease_endings: WriteBatcher = field(init=False)
 
     @property
     def generation(self) -> int:
@@ -188,6 +192,7 @@ class Tables:
         for ops in self.all():
             ops.on_recreated = self._bump
         self.lease_writes = WriteBatcher(self.leases)
+        self.lease_endings = WriteBatcher(self.leases, linger_s=ENDINGS_LINGER_S)
 
     def all(self) -> tuple[TableOps, ...]:
         return (self.calls, self.callindex, self.rollups, self.webhooks, self.leases, self.sessions, self.profiles)
