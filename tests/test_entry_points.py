@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from callplane.http_server import LISTEN_BACKLOG
 from simulator.azurite import free_port
 from tests.stack import make_env
 
@@ -25,6 +26,12 @@ def get_json(url: str) -> dict[str, object] | None:
             return json.loads(resp.read())  # type: ignore[no-any-return]
     except OSError:
         return None
+
+
+def listen_backlog(port: int) -> int:
+    """The accept-queue size of the socket listening on `port` (`ss` shows it as Send-Q)."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[2])
 
 
 def test_three_processes_place_and_store_a_call(conn: str) -> None:
@@ -62,6 +69,11 @@ def test_three_processes_place_and_store_a_call(conn: str) -> None:
             time.sleep(0.3)
         assert calls and calls[0]["status"] == "completed", calls
         assert get_json(f"http://127.0.0.1:{host_port}/healthz") == {"ok": True}
+        # A burst of calls connects at once: each listener queues that many connections instead
+        # of the kernel dropping SYNs past aiohttp's default of 128 (a one-second retry each).
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        for port in (fn_port, host_port, sim_port):
+            assert listen_backlog(port) == min(LISTEN_BACKLOG, somaxconn), port
     finally:
         for proc in procs.values():
             if proc.poll() is None:
