@@ -1,9 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from callplane.settings import Role, Settings, build_settings
+from callplane.signing import new_secret
+from callplane.store.tables import Tables, ensure_tables, open_tables
 from simulator.azurite import Azurite, start_azurite
 
 
@@ -17,3 +21,24 @@ def azurite() -> Iterator[Azurite]:
 @pytest.fixture
 def conn(azurite: Azurite) -> str:
     return azurite.connection_string
+
+
+@pytest.fixture
+def store_settings(conn: str) -> Settings:
+    """A session host's settings on Azurite, with tables of its own (a fresh prefix)."""
+    env = {
+        "OPENAI_API_KEY": "k",
+        "HANDOFF_SECRET": new_secret(),
+        "STORAGE_CONNECTION_STRING": conn,
+        "TABLE_PREFIX": "s" + uuid.uuid4().hex[:8],
+    }
+    return build_settings(Role.SESSION_HOST, env)
+
+
+@pytest.fixture
+async def tables(store_settings: Settings) -> AsyncIterator[Tables]:
+    """Those tables, created, through one client."""
+    t = open_tables(store_settings)
+    await ensure_tables(t)
+    yield t
+    await t.close()

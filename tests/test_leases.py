@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
-from callplane.settings import Role, build_settings
-from callplane.signing import new_secret
 from callplane.store import leases
 from callplane.store.calls import CallReader
 from callplane.store.models import CallStatus
 from callplane.store.records import RefusalRecorder, Unhandled
 from callplane.store.rollups import read_stats
-from callplane.store.tables import Tables, ensure_tables, open_tables
+from callplane.store.tables import Tables
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
-
-
-@pytest.fixture
-async def tables(conn: str) -> AsyncIterator[Tables]:
-    env = {
-        "OPENAI_API_KEY": "k",
-        "HANDOFF_SECRET": new_secret(),
-        "STORAGE_CONNECTION_STRING": conn,
-        "TABLE_PREFIX": "l" + uuid.uuid4().hex[:8],
-    }
-    t = open_tables(build_settings(Role.SESSION_HOST, env))
-    await ensure_tables(t)
-    yield t
-    await t.close()
 
 
 def req(i: int) -> HandoffRequest:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
-from callplane.settings import Role, build_settings
-from callplane.signing import new_secret
+from callplane.settings import Settings
 from callplane.store.models import CallRecord, CallStatus, ToolCallRecord
 from callplane.store.rollups import PK, RK, RollupCache, apply_delta, call_finished, histogram_percentile, read_stats
-from callplane.store.tables import ensure_tables, open_tables
+from callplane.store.tables import Tables, ensure_tables, open_tables
 from tests.stack import run_stack
 
 SEED_FIELDS = {
@@ -47,15 +45,8 @@ def finished(i: int, status: CallStatus) -> CallRecord:
     )
 
 
-async def test_two_writers_racing_lose_no_update(conn: str) -> None:
-    env = {
-        "OPENAI_API_KEY": "k",
-        "HANDOFF_SECRET": new_secret(),
-        "STORAGE_CONNECTION_STRING": conn,
-        "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8],
-    }
-    settings = build_settings(Role.SESSION_HOST, env)
-    a, b = open_tables(settings), open_tables(settings)  # two "replicas", separate clients
+async def test_two_writers_racing_lose_no_update(store_settings: Settings) -> None:
+    a, b = open_tables(store_settings), open_tables(store_settings)  # two "replicas", separate clients
     try:
         await ensure_tables(a)
         statuses = [CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.TRANSFERRED]
@@ -103,37 +94,21 @@ async def test_api_stats_after_calls(conn: str) -> None:
         assert stats["latencySamples"] == 3 and stats["p95LatencyMs"] is not None
 
 
-async def test_a_retried_delta_is_counted_once(conn: str) -> None:
-    env = {
-        "OPENAI_API_KEY": "k",
-        "HANDOFF_SECRET": new_secret(),
-        "STORAGE_CONNECTION_STRING": conn,
-        "TABLE_PREFIX": "r" + uuid.uuid4().hex[:8],
-    }
-    tables = open_tables(build_settings(Role.SESSION_HOST, env))
-    try:
-        await ensure_tables(tables)
-        delta = call_finished(finished(1, CallStatus.COMPLETED), counted_start=False)
-        await apply_delta(tables, delta)
-        await apply_delta(tables, delta)  # as after a write that timed out but had committed
-        stats = await read_stats(tables)
-        assert stats["totalCalls"] == 1 and stats["completedCalls"] == 1
-        other = call_finished(finished(2, CallStatus.FAILED), counted_start=False)
-        await apply_delta(tables, other)
-        assert (await read_stats(tables))["totalCalls"] == 2
-    finally:
-        await tables.close()
+async def test_a_retried_delta_is_counted_once(tables: Tables) -> None:
+    delta = call_finished(finished(1, CallStatus.COMPLETED), counted_start=False)
+    await apply_delta(tables, delta)
+    await apply_delta(tables, delta)  # as after a write that timed out but had committed
+    stats = await read_stats(tables)
+    assert stats["totalCalls"] == 1 and stats["completedCalls"] == 1
+    other = call_finished(finished(2, CallStatus.FAILED), counted_start=False)
+    await apply_delta(tables, other)
+    assert (await read_stats(tables))["totalCalls"] == 2
 
 
-async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_writer(conn: str) -> None:
-    env = {
-        "OPENAI_API_KEY": "k",
-        "HANDOFF_SECRET": new_secret(),
-        "STORAGE_CONNECTION_STRING": conn,
-        "TABLE_PREFIX": "c" + uuid.uuid4().hex[:8],
-    }
-    settings = build_settings(Role.SESSION_HOST, env)
-    a, b = open_tables(settings), open_tables(settings)
+async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_writer(
+    store_settings: Settings,
+) -> None:
+    a, b = open_tables(store_settings), open_tables(store_settings)
     try:
         await ensure_tables(a)
         cache = RollupCache()
@@ -154,28 +129,17 @@ async def test_a_cached_rollup_is_one_write_per_delta_and_survives_another_write
         await b.close()
 
 
-async def test_a_cached_rollup_whose_entity_vanished_is_written_again_at_once(conn: str) -> None:
+async def test_a_cached_rollup_whose_entity_vanished_is_written_again_at_once(tables: Tables) -> None:
     # The store came back empty (or someone deleted the rollup row) while this writer held its
     # ETag: the conditional write answers 404, and the delta must be created fresh, not failed
     # and left for a retry seconds later (the dashboard would show zero until then).
-    env = {
-        "OPENAI_API_KEY": "k",
-        "HANDOFF_SECRET": new_secret(),
-        "STORAGE_CONNECTION_STRING": conn,
-        "TABLE_PREFIX": "v" + uuid.uuid4().hex[:8],
-    }
-    tables = open_tables(build_settings(Role.SESSION_HOST, env))
-    try:
-        await ensure_tables(tables)
-        cache = RollupCache()
-        await apply_delta(tables, call_finished(finished(0, CallStatus.COMPLETED), counted_start=False), cache=cache)
-        assert cache.etag is not None
-        await tables.rollups.delete_entity(PK, RK)
-        conflicts = await apply_delta(
-            tables, call_finished(finished(1, CallStatus.FAILED), counted_start=False), cache=cache
-        )
-        assert conflicts == 1, "the stale ETag fails once, then the row is created"
-        stats = await read_stats(tables)
-        assert stats["totalCalls"] == 1 and stats["failedCalls"] == 1 and stats["completedCalls"] == 0
-    finally:
-        await tables.close()
+    cache = RollupCache()
+    await apply_delta(tables, call_finished(finished(0, CallStatus.COMPLETED), counted_start=False), cache=cache)
+    assert cache.etag is not None
+    await tables.rollups.delete_entity(PK, RK)
+    conflicts = await apply_delta(
+        tables, call_finished(finished(1, CallStatus.FAILED), counted_start=False), cache=cache
+    )
+    assert conflicts == 1, "the stale ETag fails once, then the row is created"
+    stats = await read_stats(tables)
+    assert stats["totalCalls"] == 1 and stats["failedCalls"] == 1 and stats["completedCalls"] == 0
