@@ -6,12 +6,13 @@ import asyncio
 
 from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
+from callplane.settings import Settings
 from callplane.store import leases
 from callplane.store.calls import CallReader
 from callplane.store.models import CallStatus
 from callplane.store.records import RefusalRecorder, Unhandled
 from callplane.store.rollups import read_stats
-from callplane.store.tables import Tables
+from callplane.store.tables import Tables, ensure_tables, open_tables
 from session_host.ownership import Heartbeat, LeaseKeeper, LeaseTiming, Sweeper
 
 
@@ -233,3 +234,23 @@ async def test_releases_that_trickle_in_still_share_requests(tables: Tables) -> 
     for i in range(40):
         stored = await leases.get(tables, f"rtc_{i}")
         assert stored is not None and stored.ended, i
+
+
+async def test_a_tombstone_still_gathering_is_written_before_the_store_closes(store_settings: Settings) -> None:
+    """A call that ends as the replica shuts down: its tombstone waits to share a request, and
+    closing the store sends it first instead of dropping it (a peer would take the ended call)."""
+    first = open_tables(store_settings)
+    await ensure_tables(first)
+    await leases.beat(first, "a", 60_000, None)
+    lease = await leases.acquire(first, req(1), "a")
+    assert lease is not None
+    ending = asyncio.ensure_future(leases.release(first, lease))
+    await asyncio.sleep(0.01)  # queued, still gathering
+    await first.close()
+    await ending
+    again = open_tables(store_settings)
+    try:
+        stored = await leases.get(again, "rtc_1")
+        assert stored is not None and stored.ended
+    finally:
+        await again.close()

@@ -51,6 +51,12 @@ class WriteBatcher:
         the writes of the moment; raises what it raises (ResourceModifiedError, ...)."""
         return await self._submit(("update", entity, options))
 
+    async def drain(self) -> None:
+        """Wait until what is queued now has been sent (a lingering batch included): the store
+        is about to close, and a tombstone still gathering would otherwise be lost with it."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender})  # its outcome goes to the writers' futures
+
     async def _submit(self, op: Operation) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((op, future))

@@ -222,6 +222,8 @@ class Tables:
         return await self.run(there)
 
     async def close(self) -> None:
+        for batcher in (self.lease_writes, self.lease_endings):
+            await batcher.drain()
         for ops in self.all():
             await ops.close()
         await self.run(self.service.close)
