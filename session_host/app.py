@@ -61,7 +61,7 @@ async def _sweep_forever(app: web.Application) -> None:
     sweeper = Sweeper(
         app[keys.LANE],
         app[keys.REPLICA],
-        lambda: registry.capacity - len(registry),
+        lambda: registry.capacity - registry.live,
         lambda lease: _resume(app, lease),
         standbys,
     )

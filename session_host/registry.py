@@ -22,6 +22,10 @@ class CallRegistry:
         # follower only listens; it joins `sessions` when it takes the call over).
         self.followers: dict[str, CallSession] = {}
         self.taking: set[str] = set()  # hand-offs between the capacity check and their session
+        # Calls that ended here and are still storing their end (the lease tombstone gathers
+        # with others for a moment; a slow store takes longer). They still answer a duplicate
+        # hand-off ("already running here") but no longer take room: the next caller is admitted.
+        self.ending: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.accepting = True
         self.before_handover: Callable[[], Awaitable[object]] | None = None
@@ -41,8 +45,13 @@ class CallRegistry:
         return call_id in self.sessions or call_id in self.followers
 
     @property
+    def live(self) -> int:
+        """This replica's own calls that have not ended."""
+        return len(self.sessions) - len(self.ending)
+
+    @property
     def full(self) -> bool:
-        return len(self.sessions) + len(self.taking) >= self.capacity
+        return self.live + len(self.taking) >= self.capacity
 
     def setting_up(self) -> bool:
         """Callers are being answered here: hand-offs, accepts or greetings under way."""
@@ -50,11 +59,12 @@ class CallRegistry:
 
     def room(self) -> int:
         """Calls this replica could still take (told to peers in its heartbeat)."""
-        return max(0, self.capacity - len(self.sessions) - len(self.taking)) if self.accepting else 0
+        return max(0, self.capacity - self.live - len(self.taking)) if self.accepting else 0
 
     def start(self, session: CallSession) -> None:
         call_id = session.req.callId
         (self.followers if session.following else self.sessions)[call_id] = session
+        session.on_ending = self._ending
         task = asyncio.create_task(session.run(), name=f"call:{call_id}")
         self._tasks[call_id] = task
         task.add_done_callback(self._reaper(call_id))
@@ -64,12 +74,17 @@ class CallRegistry:
         def done(task: asyncio.Task[None]) -> None:
             if self.sessions.pop(call_id, None) is not None:
                 self.finished += 1
+            self.ending.discard(call_id)
             self.followers.pop(call_id, None)
             self._tasks.pop(call_id, None)
             if not task.cancelled() and task.exception() is not None:
                 log.error("session crashed", exc_info=task.exception(), extra={"call_id": call_id})
 
         return done
+
+    def _ending(self, session: CallSession) -> None:
+        if self.sessions.get(session.req.callId) is session:
+            self.ending.add(session.req.callId)
 
     def keepers(self) -> dict[str, LeaseKeeper]:
         """The leases of this replica's own calls (followers hold none)."""

@@ -93,6 +93,8 @@ class CallSession:
         self.writer = writer
         self.opts = options or SessionOptions()
         self.on_finish = on_finish
+        # Told when this call has ended here, before its end is stored (the registry frees its room).
+        self.on_ending: Callable[[CallSession], None] | None = None
         self.call = CallRecord(
             callId=req.callId,
             startTime=req.receivedAt,
@@ -231,6 +233,8 @@ class CallSession:
                 await self._finish(status, reason)
 
     async def _finish(self, status: CallStatus, reason: str) -> None:
+        if self.on_ending is not None:
+            self.on_ending(self)
         await self._cancel_tasks()
         if self._yielded:
             log.info("call handed over to another replica", extra=self.extra)

@@ -203,6 +203,42 @@ async def test_full_replicas_reject_busy_or_overflow(conn: str) -> None:
         assert call["status"] == "rejected" and "overflow" in call["endReason"]
 
 
+async def test_an_ended_call_frees_its_room_before_its_end_is_stored(conn: str) -> None:
+    """A call that ended no longer takes room while its lease tombstone is on the way (it gathers
+    with others for a moment, and a slow store takes longer): the next caller on a full replica
+    is admitted, and a duplicate hand-off of the ended call is still not run again."""
+    async with run_stack(conn, time_scale=4, MAX_CALLS_PER_REPLICA="1") as stack:
+        registry = stack.host_app[keys.REGISTRY]
+        first = await stack.place("greeting_only")
+        await stack.wait_call(first, final=False)
+        keeper = registry.sessions[first].keeper
+        assert keeper is not None
+        # The store is slow to take the tombstone: hold the call's lease operations.
+        await keeper._lock.acquire()
+        try:
+            await stack.wait_ended(first)
+            for _ in range(100):
+                if first in registry.ending:
+                    break
+                await asyncio.sleep(0.02)
+            assert first in registry.sessions and first in registry.ending, "the call's end is not being stored"
+            body = HandoffRequest(callId=first, webhookId="wh_again", receivedAt=now_ms()).body()
+            headers = {"content-type": "application/json", **signing.sign_headers(stack.settings.handoff_secret, body)}
+            async with stack.http.post(f"{stack.host_url}/internal/calls", data=body, headers=headers) as resp:
+                assert resp.status == 200 and (await resp.json())["status"] == "already running here"
+            second = await stack.place("greeting_only")
+            summary = await stack.wait_ended(second)
+            assert summary["rejectedWith"] is None and summary["socketOpens"] >= 1, summary
+        finally:
+            keeper._lock.release()
+        for _ in range(100):
+            if first not in registry.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert first not in registry.sessions and not registry.ending
+        assert (await stack.wait_call(first))["status"] == "completed"
+
+
 async def test_handoff_deadline_refuses_instead_of_leaving_silence(conn: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     async with run_stack(conn, SESSION_HOST_URL=dead) as stack:
