@@ -53,7 +53,7 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
     try:
         await profiles.refresh()
     except Exception:  # the store may be down at start: the built-in agent until it is back
-        log.warning("could not read the agent profiles at start-up; refreshing in the background")
+        log.warning("could not read the agent profiles at start-up; read again when a call comes in")
     deps = WebhookDeps(
         settings=settings,
         http=http,
@@ -63,7 +63,6 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
         refusals=RefusalRecorder(tables),
         profiles=profiles,
     )
-    deps.profile_task = asyncio.get_running_loop().create_task(profiles.run(), name="profiles")
     gc_tuning.tune()  # once per process: what is loaded now lives as long as the worker
     if settings.key_vault_uri:
         source = KeyVaultSource(settings.key_vault_uri, settings.azure_client_id)
@@ -76,9 +75,10 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
 
 
 async def close_deps(deps: WebhookDeps) -> None:
-    if deps.profile_task is not None:
-        deps.profile_task.cancel()
-        await asyncio.gather(deps.profile_task, return_exceptions=True)
+    looking = deps.profiles._looking if deps.profiles is not None else None
+    if looking is not None:
+        looking.cancel()
+        await asyncio.gather(looking, return_exceptions=True)
     await deps.control.auth.close()
     await deps.http.close()
     await deps.tables.close()

@@ -8,7 +8,6 @@ translate requests and responses. The order of checks is part of the contract
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import json
 import logging
@@ -72,7 +71,6 @@ class WebhookDeps:
     telemetry: Telemetry
     refusals: RefusalRecorder
     profiles: ProfileCache | None = None  # None: the built-in agent for every call
-    profile_task: asyncio.Task[None] | None = None
     # Reads the webhook secret again (Key Vault): a re-registered endpoint has a new one.
     reread_secret: Callable[[], Awaitable[str | None]] | None = None
     secret_checked_at: float = 0.0
@@ -122,6 +120,10 @@ async def _handle(body: bytes, headers: Mapping[str, str], deps: WebhookDeps) ->
         parsed = _parse(body, lower, deps.settings, received_ms, deps.profiles)
     if isinstance(parsed, Reply):
         return parsed
+    if deps.profiles is not None and await deps.profiles.current():
+        # The profiles changed since this call was routed: route it again with the new ones.
+        routed = _parse(body, lower, deps.settings, received_ms, deps.profiles)
+        parsed = routed if isinstance(routed, HandoffRequest) else parsed
     extra = {"cat": "CALL", "call_id": parsed.callId}
     log.info("webhook verified: %s", HANDLED_TYPE, extra=extra)
     try:

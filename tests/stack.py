@@ -62,14 +62,16 @@ class Stack:
             await asyncio.sleep(0.1)
 
     async def webhook_has_profile(self, name: str, version: int, number: str | None = None) -> None:
-        """Wait until the webhook app's profile cache (it follows the store about once a second)
-        has `name` at `version` (and the route for `number`)."""
+        """Wait until the webhook app's profile cache (it looks at the store when a call comes in
+        and its last look is a second old) has `name` at `version` (and the route for `number`)."""
         from function_app import runtime
 
         deadline = time.monotonic() + 10
         while True:
             deps = runtime._holder.deps
             cache = deps.profiles if deps is not None else None
+            if cache is not None:
+                await cache.current()
             stored = cache.profiles.get(name) if cache is not None else None
             if stored is not None and stored.version == version and (number is None or number in cache.routes):
                 return

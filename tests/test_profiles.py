@@ -4,6 +4,7 @@ invalid profile is refused naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -154,3 +155,24 @@ async def test_each_call_of_an_agent_gets_its_own_variables_in_its_session(conn:
             assert sim_call.session["audio"]["output"]["voice"] == "cedar"
         assert "Contoso" in stack.sim.calls[other].session["instructions"]
         assert len(stack.host_app[keys.OPTIONS].encoded_updates) == 3, "two callers of sales, one default"
+
+
+async def test_an_idle_webhook_app_reads_nothing_and_the_next_call_gets_the_latest_profile(conn: str) -> None:
+    """No polling: an idle webhook app asks the store nothing; the first call after a quiet second
+    waits for one look at the store, so a profile published just before it is the one it gets."""
+    from function_app import runtime
+
+    async with run_stack(conn, time_scale=40) as stack:
+        deps = runtime._holder.deps
+        assert deps is not None and deps.profiles is not None
+        table = deps.profiles.table
+        before = table.requests
+        await asyncio.sleep(2.5)
+        assert table.requests == before, "the idle webhook app read the profiles table"
+        assert (await put(stack, "/api/profiles/sales", SALES))[0] == 201
+        assert (await put(stack, "/api/routes/%2B18005550100", {"profile": "sales"}))[0] == 201
+        call_id = await stack.place("greeting_only", caller="+14255550111", called="+18005550100")
+        await stack.wait_ended(call_id, timeout=30)
+        accept = stack.sim.calls[call_id].accept_body or {}
+        assert accept["instructions"].startswith("You are Sam from the sales line."), accept.get("instructions")
+        assert (await stack.wait_call(call_id))["profile"] == "sales"

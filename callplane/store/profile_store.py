@@ -4,15 +4,18 @@
 - PK `profile`, RK `<name>`: the current version (profile JSON, version, who, when);
 - PK `v:<name>`, RK `<version:06d>`: every version ever written (the history);
 - PK `route`, RK `<E.164 number>`: which profile a called number gets;
-- PK `meta`, RK `generation`: bumped by every change. Each replica reads this one row once a
-  second and reloads profiles and routes only when it moved, so a change is everywhere within
-  about a second and routing a call reads nothing from the store.
+- PK `meta`, RK `generation`: bumped by every change. A cache reads this one row when it is
+  asked for profiles and its last look is more than a second old, and reloads profiles and
+  routes only when the row moved. So a change reaches the next call routed a second later or
+  more, routing reads nothing from the store while calls come in quicker than that, and an idle
+  replica reads nothing at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +186,9 @@ class ProfileCache:
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
     routes: dict[str, str] = field(default_factory=dict)
     interval_s: float = 1.0
+    looked_at: float = float("-inf")  # monotonic: when `current` last asked the store
+    healthy: bool = True  # the last look reached the store
+    _looking: asyncio.Task[bool] | None = None
 
     async def refresh(self) -> bool:
         """Reload when the generation moved; True when it did."""
@@ -201,15 +207,38 @@ class ProfileCache:
         self.generation = generation
         return True
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except AzureError as exc:
-                log.warning("profiles not refreshed: %s", type(exc).__name__)
-            except Exception:  # never let the refresh loop die: every call would get a stale agent
-                log.exception("profiles not refreshed")
-            await asyncio.sleep(self.interval_s)
+    async def current(self, wait_s: float = 0.5) -> bool:
+        """Make the cache current for a call about to be routed; True when it changed meanwhile.
+
+        Looks at the store only when the last look is older than `interval_s`, one look at a
+        time (callers that arrive meanwhile wait for the same one), each caller waiting at most
+        `wait_s`. While the store is failing nobody waits: the last profiles serve, and the
+        store is asked again at most once per interval in the background. Nothing is read
+        while no call comes in (a polling task would cost an idle worker a request a second)."""
+        task = self._looking
+        if task is None or task.done():
+            if time.monotonic() - self.looked_at < self.interval_s:
+                return False
+            self.looked_at = time.monotonic()
+            task = self._looking = asyncio.ensure_future(self._look())
+        if not self.healthy:
+            return False
+        done, _ = await asyncio.wait({task}, timeout=wait_s)
+        return bool(done) and task.result()
+
+    async def _look(self) -> bool:
+        try:
+            changed = await self.refresh()
+        except AzureError as exc:
+            log.warning("profiles not refreshed: %s", type(exc).__name__)
+            self.healthy = False
+            return False
+        except Exception:  # never fail a call for this: it gets the last profiles read
+            log.exception("profiles not refreshed")
+            self.healthy = False
+            return False
+        self.healthy = True
+        return changed
 
     def default(self) -> StoredProfile:
         return self.profiles.get(DEFAULT) or StoredProfile(DEFAULT, 0, builtin_default(self.default_voice), "", 0)
