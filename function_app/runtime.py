@@ -75,10 +75,8 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
 
 
 async def close_deps(deps: WebhookDeps) -> None:
-    looking = deps.profiles._looking if deps.profiles is not None else None
-    if looking is not None:
-        looking.cancel()
-        await asyncio.gather(looking, return_exceptions=True)
+    if deps.profiles is not None:
+        await deps.profiles.close()
     await deps.control.auth.close()
     await deps.http.close()
     await deps.tables.close()

@@ -176,3 +176,37 @@ async def test_an_idle_webhook_app_reads_nothing_and_the_next_call_gets_the_late
         accept = stack.sim.calls[call_id].accept_body or {}
         assert accept["instructions"].startswith("You are Sam from the sales line."), accept.get("instructions")
         assert (await stack.wait_call(call_id))["profile"] == "sales"
+
+
+async def test_a_failing_store_keeps_no_caller_waiting_for_profiles(conn: str) -> None:
+    """A call waits for a look at the store only while the store answers: once a look failed,
+    calls are routed at once with the profiles last read, and the store is asked again behind them."""
+    from callplane.settings import Role, build_settings
+    from callplane.store.profile_store import ProfileCache
+    from callplane.store.tables import open_tables
+    from simulator.azurite import free_port
+    from tests.stack import make_env
+
+    dead = (
+        conn.split("TableEndpoint=", maxsplit=1)[0] + f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+    )
+    env = make_env(dead, sim_port=free_port(), fn_port=free_port(), host_port=free_port(), dialect="openai")
+    tables = open_tables(build_settings(Role.FUNCTION_APP, env))
+    cache = ProfileCache(tables.profiles, interval_s=0.05)
+    try:
+        started = time.monotonic()
+        assert await cache.current(wait_s=0.3) is False
+        assert time.monotonic() - started < 1.0, "the first caller waited past its bound"
+        for _ in range(100):
+            if not cache.healthy:
+                break
+            await asyncio.sleep(0.05)
+        assert not cache.healthy, "the failed look was not noticed"
+        await asyncio.sleep(0.06)
+        started = time.monotonic()
+        assert await cache.current(wait_s=0.3) is False  # a new look starts; nobody waits for it
+        assert time.monotonic() - started < 0.1
+        assert cache.profiles == {} and cache.default().name == "default"
+    finally:
+        await cache.close()
+        await tables.close()

@@ -61,11 +61,11 @@ def test_every_app_logger_reaches_the_log_exporter_redacted() -> None:
     import logging
 
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-    from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
     from callplane.telemetry import EXPORTED_LOGGER, redact_exported_logs
 
-    exporter = InMemoryLogExporter()
+    exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     handler = redact_exported_logs(LoggingHandler(logger_provider=provider))

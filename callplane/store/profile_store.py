@@ -240,6 +240,12 @@ class ProfileCache:
         self.healthy = True
         return changed
 
+    async def close(self) -> None:
+        """Stop a look still under way (the worker is shutting down)."""
+        if self._looking is not None:
+            self._looking.cancel()
+            await asyncio.gather(self._looking, return_exceptions=True)
+
     def default(self) -> StoredProfile:
         return self.profiles.get(DEFAULT) or StoredProfile(DEFAULT, 0, builtin_default(self.default_voice), "", 0)
 
