@@ -119,12 +119,18 @@ async def _answer_each(request: web.Request, work: list[Coroutine[Any, Any, Answ
     decided, not when the slowest is: a call refused at once (full, duplicate) is not held up
     by the lease of one taken beside it. Started in order, so capacity goes first come, first
     served, as with single requests."""
-    tasks = [asyncio.ensure_future(_indexed(i, w)) for i, w in enumerate(work)]
+    pending = {asyncio.ensure_future(_indexed(i, w)) for i, w in enumerate(work)}
     resp = web.StreamResponse(headers={"Content-Type": BATCH_CONTENT_TYPE})
     await resp.prepare(request)
-    for done in asyncio.as_completed(tasks):
-        i, (status, doc) = await done
-        await resp.write(json.dumps({"i": i, "status": status, "body": doc}, separators=(",", ":")).encode() + b"\n")
+    while pending:
+        # The answers decided by the same moment go out as one write (the leases of a burst are
+        # taken in one transaction, so a hundred answers may be ready at once).
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        lines = (
+            json.dumps({"i": i, "status": status, "body": doc}, separators=(",", ":")).encode() + b"\n"
+            for i, (status, doc) in sorted(task.result() for task in done)
+        )
+        await resp.write(b"".join(lines))
     await resp.write_eof()
     return resp
 
