@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from callplane.clock import now_ms
 from callplane.handoff import HandoffRequest
@@ -120,6 +121,31 @@ async def test_inserts_that_arrive_together_share_transactions_and_each_gets_its
     assert tables.lease_writes.transactions >= 2
     assert tables.leases.requests - before < 60, "not one request per insert"
     for i in (0, 5, 249):
+        stored = await leases.get(tables, f"rtc_{i}")
+        assert stored is not None and stored.owner == "a"
+
+
+async def test_a_burst_larger_than_a_transaction_goes_as_transactions_side_by_side(tables: Tables) -> None:
+    """Four hundred inserts at once: several transactions, in flight together (the last caller
+    of a burst waits about one round trip, not one per hundred callers before it)."""
+    real = tables.leases.submit_transaction
+    in_flight = peak = 0
+
+    async def counted(operations: list[tuple[Any, ...]], **kw: Any) -> list[dict[str, Any]]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await real(operations, **kw)
+        finally:
+            in_flight -= 1
+
+    tables.leases.submit_transaction = counted  # type: ignore[method-assign]
+    got = await asyncio.gather(*(leases.acquire(tables, req(1000 + i), "a") for i in range(400)))
+    assert all(lease is not None and lease.owner == "a" for lease in got)
+    assert tables.lease_writes.transactions >= 4
+    assert peak >= 2, "the burst's transactions went one after another"
+    for i in (1000, 1250, 1399):
         stored = await leases.get(tables, f"rtc_{i}")
         assert stored is not None and stored.owner == "a"
 

@@ -5,10 +5,13 @@ started together end together, each turning its lease into a tombstone (a guarde
 request per write costs the table SDK about a millisecond of CPU and the store a round trip each;
 a transaction of up to 99 costs a small part of that per entity and one round trip for them all.
 Nothing waits for a batch to fill: a write goes out at once when none is in flight, and the ones
-that arrive meanwhile go together in the next request. A transaction is all or nothing: when one
-write fails it (an entity that already exists, an ETag that moved on), that write is made alone
-and the rest go together again; when the request itself fails, each is made alone. Every caller
-gets its own entity's answer, exactly as from `create_entity` or `update_entity`.
+that arrive meanwhile go together in the next request. More than one transaction's worth (a
+burst of hundreds of calls) goes as several transactions side by side, not one after another:
+the last caller of a burst waits about one round trip, not one per hundred callers before it.
+A transaction is all or nothing: when one write fails it (an entity that already exists, an
+ETag that moved on), that write is made alone and the rest go together again; when the request
+itself fails, each is made alone. Every caller gets its own entity's answer, exactly as from
+`create_entity` or `update_entity`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 Entity = dict[str, Any]
 
 MAX_BATCH = 99  # a transaction holds 100 operations; one is kept free for a caller that adds one
+PARALLEL = 4  # transactions in flight at once when more than one transaction's worth is waiting
 
 
 Operation = tuple[Any, ...]  # ("create", entity) or ("update", entity, update_entity's options)
@@ -31,9 +35,12 @@ Pending = tuple[Operation, "asyncio.Future[dict[str, Any]]"]
 
 
 class WriteBatcher:
-    def __init__(self, ops: TableOps, max_batch: int = MAX_BATCH, linger_s: float = 0.0) -> None:
+    def __init__(
+        self, ops: TableOps, max_batch: int = MAX_BATCH, linger_s: float = 0.0, parallel: int = PARALLEL
+    ) -> None:
         self._ops = ops
         self._max = max_batch
+        self._parallel = parallel
         # For writes nobody is waiting on: gather for this long before sending, so writes that
         # come a few at a time (calls ending over a second or two) still share requests.
         self._linger_s = linger_s
@@ -65,15 +72,17 @@ class WriteBatcher:
         return await asyncio.shield(future)  # a caller that gives up does not cancel the others
 
     async def _send_all(self) -> None:
-        batch: list[Pending] = []
+        taken: list[Pending] = []
         try:
             if self._linger_s:
                 await asyncio.sleep(self._linger_s)
             while self._queue:
-                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-                await self._send(batch)
+                size = self._max * self._parallel
+                taken, self._queue = self._queue[:size], self._queue[size:]
+                batches = [taken[i : i + self._max] for i in range(0, len(taken), self._max)]
+                await asyncio.gather(*(self._send(batch) for batch in batches))
         except BaseException as exc:  # cancelled at shutdown: nobody is left waiting forever
-            for _, future in batch + self._queue:
+            for _, future in taken + self._queue:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else ConnectionError("store closed"))
             self._queue = []
