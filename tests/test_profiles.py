@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import Any
 
+from callplane.settings import Settings
 from session_host import keys
 from tests.stack import Stack, run_stack, second_replica
 
@@ -178,20 +179,18 @@ async def test_an_idle_webhook_app_reads_nothing_and_the_next_call_gets_the_late
         assert (await stack.wait_call(call_id))["profile"] == "sales"
 
 
-async def test_a_failing_store_keeps_no_caller_waiting_for_profiles(conn: str) -> None:
+async def test_a_failing_store_keeps_no_caller_waiting_for_profiles(store_settings: Settings) -> None:
     """A call waits for a look at the store only while the store answers: once a look failed,
     calls are routed at once with the profiles last read, and the store is asked again behind them."""
-    from callplane.settings import Role, build_settings
     from callplane.store.profile_store import ProfileCache
     from callplane.store.tables import open_tables
     from simulator.azurite import free_port
-    from tests.stack import make_env
 
+    conn = store_settings.storage_connection_string
     dead = (
         conn.split("TableEndpoint=", maxsplit=1)[0] + f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
     )
-    env = make_env(dead, sim_port=free_port(), fn_port=free_port(), host_port=free_port(), dialect="openai")
-    tables = open_tables(build_settings(Role.FUNCTION_APP, env))
+    tables = open_tables(store_settings.model_copy(update={"storage_connection_string": dead}))
     cache = ProfileCache(tables.profiles, interval_s=0.05)
     try:
         started = time.monotonic()

@@ -186,12 +186,13 @@ class ProfileCache:
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
     routes: dict[str, str] = field(default_factory=dict)
     interval_s: float = 1.0
-    looked_at: float = float("-inf")  # monotonic: when `current` last asked the store
+    looked_at: float = float("-inf")  # monotonic: when the store was last asked (`refresh`)
     healthy: bool = True  # the last look reached the store
     _looking: asyncio.Task[bool] | None = None
 
     async def refresh(self) -> bool:
         """Reload when the generation moved; True when it did."""
+        self.looked_at = time.monotonic()  # a read at start-up counts: the first call need not repeat it
         try:
             generation = int((await self.table.get_entity(META_PK, GENERATION_RK))["generation"])
         except ResourceNotFoundError:
@@ -219,8 +220,7 @@ class ProfileCache:
         if task is None or task.done():
             if time.monotonic() - self.looked_at < self.interval_s:
                 return False
-            self.looked_at = time.monotonic()
-            task = self._looking = asyncio.ensure_future(self._look())
+            task = self._looking = asyncio.ensure_future(self._look())  # stamps `looked_at`
         if not self.healthy:
             return False
         done, _ = await asyncio.wait({task}, timeout=wait_s)
