@@ -27,7 +27,9 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from callplane.settings import Settings
 from callplane.store import transactions
 from callplane.store.coalesce import WriteBatcher
+from callplane.store.direct import DirectTables
 
+_DIRECT_OPTIONS = frozenset({"mode", "etag", "match_condition"})  # what a direct write understands
 TABLES = ("calls", "callindex", "rollups", "webhooks", "leases", "adminsessions", "profiles")
 ENDINGS_LINGER_S = 0.25  # how long a tombstone waits for others to share its request
 log = logging.getLogger("callplane.store")
@@ -65,11 +67,14 @@ class StoreLoop:
 
 class TableOps:
     """The operations we use on one table, run on the store loop when there is one. Queries
-    return whole lists (materialised there too), so no SDK pager crosses threads."""
+    return whole lists (materialised there too), so no SDK pager crosses threads. Writes go
+    through `direct` when given (see direct.py), everything else through the SDK."""
 
-    def __init__(self, client: TableClient, store: StoreLoop | None) -> None:
+    def __init__(self, client: TableClient, store: StoreLoop | None, direct: DirectTables | None = None) -> None:
         self.client = client
         self._store = store
+        self.direct = direct
+        self._url = f"{client.scheme}://{client._primary_hostname}/{client.table_name}"
         self.on_recreated: Callable[[str], None] | None = None
         self.requests = 0  # every operation through this table (a transaction or a query is one)
 
@@ -103,17 +108,28 @@ class TableOps:
         if self.on_recreated is not None:
             self.on_recreated(self.table_name)
 
+    def _direct_write(self, kind: str, entity: Entity, kw: dict[str, Any]) -> Callable[[], Awaitable[Any]] | None:
+        """The write as a direct request, when it is one this table can send that way."""
+        direct = self.direct
+        if direct is None or kw.keys() - _DIRECT_OPTIONS:
+            return None
+        return lambda: direct.write((kind, entity, kw), self._url)
+
     async def create_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
-        return dict(await self._run(lambda: self.client.create_entity(entity, **kw)))
+        send = self._direct_write("create", entity, kw)
+        return dict(await self._run(send or (lambda: self.client.create_entity(entity, **kw))))
 
     async def upsert_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
-        return dict(await self._run(lambda: self.client.upsert_entity(entity, **kw)))
+        send = self._direct_write("upsert", entity, kw)
+        return dict(await self._run(send or (lambda: self.client.upsert_entity(entity, **kw))))
 
     async def update_entity(self, entity: Entity, **kw: Any) -> dict[str, Any]:
-        return dict(await self._run(lambda: self.client.update_entity(entity, **kw)))
+        send = self._direct_write("update", entity, kw)
+        return dict(await self._run(send or (lambda: self.client.update_entity(entity, **kw))))
 
     async def delete_entity(self, partition_key: str, row_key: str, **kw: Any) -> None:
-        await self._run(lambda: self.client.delete_entity(partition_key, row_key, **kw))
+        send = self._direct_write("delete", {"PartitionKey": partition_key, "RowKey": row_key}, kw)
+        await self._run(send or (lambda: self.client.delete_entity(partition_key, row_key, **kw)))
 
     async def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
         return await self._run(lambda: self.client.get_entity(partition_key, row_key, **kw))
@@ -124,7 +140,7 @@ class TableOps:
         if self.client._cosmos_endpoint:  # Cosmos wants its own framing: the SDK's
             results: list[Any] = await self._run(lambda: self.client.submit_transaction(operations, **kw))
             return [dict(m) for m in results]
-        return await self._run(lambda: transactions.submit(self.client, operations, **kw))
+        return await self._run(lambda: transactions.submit(self.client, operations, self.direct, **kw))
 
     async def query(
         self,
@@ -174,6 +190,7 @@ class Tables:
     sessions: TableOps
     profiles: TableOps
     store: StoreLoop | None = None
+    direct: DirectTables | None = None
     # Bumped whenever a table had to be created again: whatever a writer cached as "already in
     # the store" (index buckets, live rows, rollup ETags) may be gone. Per table name.
     generations: dict[str, int] = field(default_factory=dict)
@@ -227,6 +244,8 @@ class Tables:
         for ops in self.all():
             await ops.close()
         await self.run(self.service.close)
+        if self.direct is not None:
+            await self.run(self.direct.close)
         if self.store is not None:
             self.store.stop()
 
@@ -257,9 +276,10 @@ def open_tables(settings: Settings, *, own_thread: bool = False) -> Tables:
     service = _service(settings)
     store = StoreLoop() if own_thread else None
     names = [f"{settings.table_prefix}{name}" for name in TABLES]
-    ops = [TableOps(service.get_table_client(name), store) for name in names]
+    direct = DirectTables.for_client(service) if settings.direct_table_writes else None
+    ops = [TableOps(service.get_table_client(name), store, direct) for name in names]
     calls, callindex, rollups, webhooks, leases, sessions, profiles = ops
-    return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, profiles, store=store)
+    return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, profiles, store=store, direct=direct)
 
 
 async def ensure_tables(tables: Tables) -> None:

@@ -1,4 +1,4 @@
-"""Table transactions (entity group transactions) framed by hand, sent through the SDK's pipeline.
+"""Table transactions (entity group transactions) framed by hand.
 
 A transaction is one `POST /$batch` whose body is a multipart/mixed changeset of plain HTTP
 requests, and whose answer is a multipart/mixed changeset of plain HTTP responses. The SDK
@@ -7,10 +7,11 @@ builds the body by running every operation through its own request pipeline and 
 transaction of 100 upserts on a two-vCPU machine (~5 ms framed here), most of the session
 host's store CPU. Both sides of the format are fixed and small (headers we choose, a status
 line and an ETag back), so this module writes and reads them directly. What the SDK does well
-stays the SDK's: property typing (`_add_entity_properties`), authentication, retries and
-timeouts (its pipeline, `send_request`), and the error types callers catch
+stays the SDK's: property typing (`_add_entity_properties`) and the error types callers catch
 (`TableTransactionError` with the failing operation's index, `RequestTooLargeError`, and the
-SDK's own decoding of a whole-request failure).
+SDK's own decoding of a whole-request failure). The request goes out through `direct.py` when
+it can sign for the account (its pipeline costs more CPU than the whole framing), otherwise
+through the SDK's pipeline (`send_request`).
 
 The answer's first failing part decides the error, as with the SDK: the service stops at the
 first operation it cannot apply, and the whole changeset is rolled back.
@@ -22,7 +23,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from uuid import uuid4
 
@@ -34,11 +35,14 @@ from azure.data.tables import _error as sdk_errors
 from azure.data.tables import _serialize as sdk_serialize
 from azure.data.tables.aio import TableClient
 
+if TYPE_CHECKING:
+    from callplane.store.direct import DirectTables
+
 Operation = tuple[Any, ...]  # ("create" | "upsert" | "update" | "delete", entity[, options])
 
 # A whole request refused (auth, throttling, a bad table name): the SDK's decoding, so callers see
 # the exception types its other calls raise.
-_decode_error: Callable[..., HttpResponseError] = sdk_errors._decode_error
+decode_error: Callable[..., HttpResponseError] = sdk_errors._decode_error
 # The SDK's own property typing (`Edm.Int64`, dates, binary) and key escaping (quotes doubled).
 _add_entity_properties: Callable[[Mapping[str, Any]], dict[str, Any]] = sdk_serialize._add_entity_properties
 _prepare_key: Callable[[Any], str] = sdk_serialize._prepare_key
@@ -64,7 +68,7 @@ def _if_match(options: Mapping[str, Any]) -> str:
     raise ValueError(f"match condition {condition!r} is not supported in a transaction")
 
 
-def _request_line(table_url: str, op: Operation) -> tuple[str, list[str], bytes | None]:
+def request_line(table_url: str, op: Operation) -> tuple[str, list[str], bytes | None]:
     """Method and URL, the operation's own headers, and its JSON body."""
     kind = str(op[0]).lower()
     entity: Mapping[str, Any] = op[1]
@@ -99,7 +103,7 @@ def encode(table_url: str, operations: Sequence[Operation], batch: str, changese
             partition = pk
         elif pk != partition:
             raise ValueError("Partition Keys in the batch must all be the same.")
-        line, headers, body = _request_line(table_url, op)
+        line, headers, body = request_line(table_url, op)
         head = [
             f"--{changeset}\r\n{_PART_HEAD}Content-ID: {index}\r\n\r\n{line} HTTP/1.1",
             "Accept: application/json;odata=minimalmetadata",
@@ -198,9 +202,12 @@ def _part_error(part: Part, count: int) -> TableTransactionError:
     return exc
 
 
-async def submit(client: TableClient, operations: Sequence[Operation], **kw: Any) -> list[dict[str, Any]]:
+async def submit(
+    client: TableClient, operations: Sequence[Operation], direct: DirectTables | None = None, **kw: Any
+) -> list[dict[str, Any]]:
     """Apply `operations` (one partition, at most 100) atomically; the ETag of each, in order.
-    `kw` goes to the SDK's pipeline, as for its own calls (`read_timeout`, ...).
+    Sent by `direct` when given (`kw` must then be empty), else through the SDK's pipeline with
+    `kw` (`read_timeout`, ...), as for its own calls.
     Raises `TableTransactionError` (with `.index` of the failing operation) when the service
     refused one, and what the SDK raises when it refused the whole request."""
     if not operations:
@@ -208,27 +215,34 @@ async def submit(client: TableClient, operations: Sequence[Operation], **kw: Any
     hostname = client._primary_hostname  # as the SDK's own $batch URL
     table_url = f"{client.scheme}://{hostname}/{client.table_name}"
     batch, changeset = f"batch_{uuid4()}", f"changeset_{uuid4()}"
-    request = HttpRequest(
-        "POST",
-        f"{client.scheme}://{hostname}/$batch",
-        headers={
-            "x-ms-version": client.api_version,
-            "DataServiceVersion": "3.0",
-            "MaxDataServiceVersion": "3.0;NetFx",
-            "Content-Type": f"multipart/mixed; boundary={batch}",
-            "Accept": "application/json",
-        },
-        content=encode(table_url, operations, batch, changeset),
-    )
-    # stream=True: the pipeline's content decoding does not know multipart (nor do we want it to).
-    response = await client._client.send_request(request, stream=True, **kw)
-    await response.read()
-    if response.status_code == 413:
-        too_large = "The transaction request was too large"
-        raise _decode_error(response, error_message=too_large, error_type=RequestTooLargeError)
-    if response.status_code != 202:
-        raise _decode_error(response)
-    parts = decode(response.headers.get("Content-Type", ""), response.content)
+    url = f"{client.scheme}://{hostname}/$batch"
+    headers = {
+        "x-ms-version": client.api_version,
+        "DataServiceVersion": "3.0",
+        "MaxDataServiceVersion": "3.0;NetFx",
+        "Content-Type": f"multipart/mixed; boundary={batch}",
+        "Accept": "application/json",
+    }
+    content = encode(table_url, operations, batch, changeset)
+    too_large = "The transaction request was too large"
+    if direct is not None and not kw:
+        answer = await direct.send("POST", url, content, headers)
+        if answer.status == 413:
+            raise direct.error(answer, url, error_message=too_large, error_type=RequestTooLargeError)
+        if answer.status != 202:
+            raise direct.error(answer, url)
+        content_type, body = answer.headers.get("Content-Type", ""), answer.body
+    else:
+        # stream=True: the pipeline's content decoding does not know multipart (nor do we want it to).
+        request = HttpRequest("POST", url, headers=headers, content=content)
+        response = await client._client.send_request(request, stream=True, **kw)
+        await response.read()
+        if response.status_code == 413:
+            raise decode_error(response, error_message=too_large, error_type=RequestTooLargeError)
+        if response.status_code != 202:
+            raise decode_error(response)
+        content_type, body = response.headers.get("Content-Type", ""), response.content
+    parts = decode(content_type, body)
     for part in parts:
         if not 200 <= part.status < 300:
             raise _part_error(part, len(operations))
