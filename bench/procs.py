@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from callplane import gc_tuning
-from callplane.http_server import LISTEN_BACKLOG
+from callplane.http_server import listen
 from simulator.azurite import free_port
 from simulator.readiness import wait_healthy
 from simulator.server import SIM, Simulator, create_app
@@ -85,7 +85,7 @@ async def serve_simulator(env: dict[str, str], *, time_scale: float, **config: A
     app = create_app(sim_config(env, time_scale=time_scale, **config))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", int(env["SIMULATOR_PORT"]), backlog=LISTEN_BACKLOG).start()
+    await listen(runner, "127.0.0.1", int(env["SIMULATOR_PORT"]))
     return runner, app[SIM]
 
 

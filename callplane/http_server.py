@@ -35,6 +35,13 @@ SERVER_LIMITS: dict[str, Any] = {"keepalive_timeout": IDLE_TIMEOUT_S, "max_line_
 LISTEN_BACKLOG = 2048
 
 
+async def listen(runner: web.BaseRunner, host: str, port: int) -> web.TCPSite:
+    """Serve `runner` on host:port with the listen queue above; the site, started."""
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    await site.start()
+    return site
+
+
 def error_body(status: int, detail: str) -> bytes:
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     lines = (detail or "").split(": bytearray(")[0].strip().splitlines()  # never echo the raw bytes

@@ -18,7 +18,7 @@ import azure.functions as func
 from aiohttp import web
 
 from callplane.bodies import read_limited
-from callplane.http_server import LISTEN_BACKLOG, JsonErrorRunner, json_errors
+from callplane.http_server import JsonErrorRunner, json_errors, listen
 from callplane.logs import setup_logging
 from callplane.settings import Role, Settings, load_settings
 from callplane.telemetry import Telemetry
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 async def _serve(settings: Settings) -> None:
     runner = JsonErrorRunner(build_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", settings.functions_port, backlog=LISTEN_BACKLOG).start()
+    await listen(runner, "0.0.0.0", settings.functions_port)
     log.info(
         "webhook app listening on http://localhost:%d/openai/webhook", settings.functions_port, extra={"cat": "SUCCESS"}
     )

@@ -7,10 +7,8 @@ import logging
 import signal
 import sys
 
-from aiohttp import web
-
 from callplane import gc_tuning
-from callplane.http_server import LISTEN_BACKLOG, JsonErrorRunner
+from callplane.http_server import JsonErrorRunner, listen
 from callplane.logs import setup_logging
 from callplane.settings import Role, load_settings
 from callplane.telemetry import configure
@@ -33,8 +31,7 @@ async def serve() -> None:
     # Everything loaded so far lives for the process's life: frozen, and the collector's passes
     # spaced out (callplane/gc_tuning.py has the figures).
     gc_tuning.tune()
-    site = web.TCPSite(runner, "0.0.0.0", settings.port, backlog=LISTEN_BACKLOG)
-    await site.start()
+    await listen(runner, "0.0.0.0", settings.port)
     log.info(
         "session host listening on http://localhost:%d/ (dashboard at /dashboard)",
         settings.port,

@@ -13,7 +13,7 @@ import signal
 import aiohttp
 from aiohttp import web
 
-from callplane.http_server import LISTEN_BACKLOG
+from callplane.http_server import listen
 from callplane.logs import setup_logging
 from simulator.readiness import wait_healthy
 from simulator.scenario import load_scenario, scenario_names
@@ -42,7 +42,7 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     port = args.port or int(os.environ.get("SIMULATOR_PORT", "8089"))
-    await web.TCPSite(runner, "127.0.0.1", port, backlog=LISTEN_BACKLOG).start()
+    await listen(runner, "127.0.0.1", port)
     log.info(
         "simulator (%s dialect) on http://127.0.0.1:%d; webhooks go to %s",
         config.dialect,

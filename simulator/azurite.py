@@ -5,6 +5,7 @@ Azurite is the second local double beside the Realtime simulator; installed by s
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,26 @@ ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
+    """A port free now, for a listener started soon after. Taken below the kernel's ephemeral
+    range when there is one: a port from that range can be handed to an outgoing connection
+    (a store client connecting) before the listener binds it."""
+    floor = _ephemeral_floor()
+    for _ in range(50) if floor > 12_000 else ():
+        port = random.randrange(10_000, floor)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

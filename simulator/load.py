@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from callplane.clock import percentile
-from callplane.http_server import LISTEN_BACKLOG
+from callplane.http_server import listen
 from simulator.calls import SimCall
 from simulator.scenario import load_scenario
 from simulator.server import SIM, SimConfig, Simulator, create_app
@@ -98,7 +98,7 @@ async def run_load(args: argparse.Namespace, config: SimConfig) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = args.port or int(os.environ.get("SIMULATOR_PORT", "8089"))
-    await web.TCPSite(runner, "127.0.0.1", port, backlog=LISTEN_BACKLOG).start()
+    await listen(runner, "127.0.0.1", port)
     try:
         calls, wall = await place_and_wait(app[SIM], args.scenario, args.calls, args.concurrency)
         summary = summarize(calls, wall)

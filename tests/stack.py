@@ -93,6 +93,15 @@ class Stack:
             await asyncio.sleep(0.1)
 
 
+def dead_store(conn: str) -> str:
+    """`conn` pointed at a port where nothing listens: a store that cannot be reached."""
+    from simulator.azurite import free_port
+
+    return (
+        conn.split("TableEndpoint=", maxsplit=1)[0] + f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+    )
+
+
 def make_env(
     conn: str, *, sim_port: int, fn_port: int, host_port: int, dialect: str, **overrides: str
 ) -> dict[str, str]:

@@ -184,12 +184,9 @@ async def test_a_failing_store_keeps_no_caller_waiting_for_profiles(store_settin
     calls are routed at once with the profiles last read, and the store is asked again behind them."""
     from callplane.store.profile_store import ProfileCache
     from callplane.store.tables import open_tables
-    from simulator.azurite import free_port
+    from tests.stack import dead_store
 
-    conn = store_settings.storage_connection_string
-    dead = (
-        conn.split("TableEndpoint=", maxsplit=1)[0] + f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
-    )
+    dead = dead_store(store_settings.storage_connection_string)
     tables = open_tables(store_settings.model_copy(update={"storage_connection_string": dead}))
     cache = ProfileCache(tables.profiles, interval_s=0.05)
     try:

@@ -11,7 +11,7 @@ import aiohttp
 
 from callplane import signing
 from simulator.scenario import load_scenario
-from tests.stack import Stack, run_stack
+from tests.stack import Stack, dead_store, run_stack
 
 
 def incoming(call_id: str) -> bytes:
@@ -135,8 +135,7 @@ async def test_accept_refused_because_call_gone_is_recorded_failed(conn: str) ->
 async def test_store_unreachable_refuses_the_caller_busy_at_once(conn: str) -> None:
     # A store nobody listens on: no replica can hold a lease (its heartbeat cannot beat), so the
     # caller hears busy at once instead of ringing while the service retries the webhook.
-    dead = conn.split("TableEndpoint=", maxsplit=1)[0] + "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
-    async with run_stack(conn, STORAGE_CONNECTION_STRING=dead) as stack:
+    async with run_stack(conn, STORAGE_CONNECTION_STRING=dead_store(conn)) as stack:
         call = stack.sim.new_call(load_scenario("greeting_only"))
         body = incoming(call.call_id)
         status, doc = await post(stack, body, signing.sign_headers(stack.sim.config.webhook_secret, body))
