@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from session_host.health import HostCounters
 from session_host.ownership import LeaseTiming
+
+if TYPE_CHECKING:
+    from session_host.session_guards import GuardClock
 
 DISCLOSING = "(requested)"
 
@@ -41,3 +44,5 @@ class SessionOptions:
     # session.update as sent, per configuration: the same ~5 KB of JSON for every call of an
     # agent, encoded once (see CallSession._session_update_text). Bounded; cleared when full.
     encoded_updates: dict[tuple[Any, ...], tuple[Any, str]] = field(default_factory=dict)
+    # One timer for every call's guards (session_guards.clock_of), made on first use.
+    guard_clock: GuardClock | None = None

@@ -153,7 +153,6 @@ class CallSession:
         # call_id -> (name, arguments, when heard (monotonic)).
         self.unanswered: dict[str, tuple[str, str, float]] = {}
         self.followed_owner = ""  # the owner whose call this follower shadows
-        self._guard: asyncio.Task[Any] | None = None
 
     def _go_on_from(self, resumed: CallRecord, turns: int) -> None:
         """Taking over from a replica that stopped or died: go on from the stored state."""
@@ -397,9 +396,7 @@ class CallSession:
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                     break
         finally:
-            if self._guard is not None:
-                self._guard.cancel()
-                self._guard = None
+            session_guards.clock_of(self.opts).forget(self)
             if self.keeper is not None:
                 self.keeper.socket_up = False
             self._ws = None
@@ -407,7 +404,7 @@ class CallSession:
 
     def _start_acting(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """This replica acts on the call from now on: guards, lease, claims around a change of owner."""
-        self._guard = self._spawn(session_guards.guards(self), "guards")
+        session_guards.clock_of(self.opts).watch(self)
         if self.keeper is not None:
             self.keeper.socket_up = True
             self._spawn(self.keeper.attached(), "attached")

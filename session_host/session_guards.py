@@ -15,36 +15,73 @@ from callplane.tools import Action
 from session_host import session_tools
 
 if TYPE_CHECKING:
+    from session_host.call_state import SessionOptions
     from session_host.session import CallSession
 
 log = logging.getLogger("session_host.session")
 
 
-async def guards(s: CallSession) -> None:
-    """Max duration, the session's own time cap and caller silence: end politely, never mid-word."""
-    started = time.monotonic()
-    while True:
-        await asyncio.sleep(0.25 if s.opts.wrap_up_s < 5 else 1.0)
-        now = time.monotonic()
-        reason = None
-        if now - started >= s.settings.max_call_seconds:
-            reason = "max call duration reached"
-        elif s._expires_at is not None and time.time() >= s._expires_at - s.opts.wrap_up_s * 3:
-            reason = "realtime session time cap"
-        elif silence_policy(s) is not None and not s._audio_playing:
-            reason = await reprompt_or_goodbye(s, now)
-        elif now - s._last_activity >= s.opts.silence_timeout_s and not s._audio_playing:
-            reason = "caller silent"
-        if reason and not s._wrapping_up:
-            await wrap_up(s, reason)
-            return
+class GuardClock:
+    """One timer for the guards of every call acting on this replica: each call is looked at once
+    a tick. A loop per call cost a timer and a task wake-up per call per tick, and with 1,000
+    calls their timers made the loop's timer heap a cost of its own."""
+
+    def __init__(self, tick_s: float) -> None:
+        self.tick_s = tick_s
+        self._calls: dict[CallSession, float] = {}  # watched since (monotonic)
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, s: CallSession) -> None:
+        """Guard `s` from now on (again after a reconnect: its clock starts over, as before)."""
+        self._calls[s] = time.monotonic()
+        task, loop = self._task, asyncio.get_running_loop()
+        if task is None or task.done() or task.get_loop() is not loop:  # (options outlive a loop in tests)
+            self._task = loop.create_task(self._run(), name="guard-clock")
+
+    def forget(self, s: CallSession) -> None:
+        self._calls.pop(s, None)
+
+    async def _run(self) -> None:
+        while self._calls:
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            for s, started in list(self._calls.items()):
+                try:
+                    reason = due(s, started, now)
+                except Exception:  # one call's guard must not stop the others'
+                    log.exception("guard check failed", extra=s.extra)
+                    continue
+                if reason and not s._wrapping_up:
+                    self.forget(s)
+                    s._spawn(wrap_up(s, reason), "wrap-up")
+
+
+def clock_of(opts: SessionOptions) -> GuardClock:
+    """The replica's guard clock (one per set of session options, which the app owns)."""
+    if opts.guard_clock is None:
+        opts.guard_clock = GuardClock(0.25 if opts.wrap_up_s < 5 else 1.0)
+    return opts.guard_clock
+
+
+def due(s: CallSession, started: float, now: float) -> str | None:
+    """Why `s` should end now (max duration, the session's own time cap, caller silence), if it
+    should; a silence that calls for a re-prompt sends it."""
+    if now - started >= s.settings.max_call_seconds:
+        return "max call duration reached"
+    if s._expires_at is not None and time.time() >= s._expires_at - s.opts.wrap_up_s * 3:
+        return "realtime session time cap"
+    if silence_policy(s) is not None and not s._audio_playing:
+        return reprompt_or_goodbye(s, now)
+    if now - s._last_activity >= s.opts.silence_timeout_s and not s._audio_playing:
+        return "caller silent"
+    return None
 
 
 def silence_policy(s: CallSession) -> SilencePolicy | None:
     return s.chosen.profile.silence if s.chosen is not None else None
 
 
-async def reprompt_or_goodbye(s: CallSession, now: float) -> str | None:
+def reprompt_or_goodbye(s: CallSession, now: float) -> str | None:
     """The profile's silence policy: ask again after `repromptAfterS`, up to `maxReprompts`
     times; one more silence and the call ends with a goodbye."""
     policy = silence_policy(s)
@@ -55,7 +92,7 @@ async def reprompt_or_goodbye(s: CallSession, now: float) -> str | None:
     s._reprompts += 1
     s._last_activity = now
     log.info("caller silent: re-prompt %d of %d", s._reprompts, policy.maxReprompts, extra=s.extra)
-    await s._send({"type": "response.create", "response": {"instructions": policy.reprompt}})
+    s._spawn(s._send({"type": "response.create", "response": {"instructions": policy.reprompt}}), "re-prompt")
     return None
 
 

@@ -48,3 +48,24 @@ async def test_the_sessions_own_time_cap_wraps_up_before_it(conn: str) -> None:
         call = await stack.wait_call(call_id)
         assert call["endReason"] == "assistant ended the call: realtime session time cap"
         assert call["duration"] < 4000
+
+
+async def test_one_clock_guards_every_call_and_each_ends_on_its_own_time(conn: str) -> None:
+    """Calls started at different moments each reach the maximum duration from their own start,
+    all watched by one timer task (not one per call), which stops once no call is left."""
+    options = SessionOptions(reconnect_base_s=0.05, wrap_up_s=0.5)
+    async with run_stack(conn, time_scale=4, options=options, MAX_CALL_SECONDS="1.5") as stack:
+        first = await stack.place("standard")
+        await asyncio.sleep(0.8)
+        second = await stack.place("standard")
+        await stack.wait_call(second, final=False)
+        await asyncio.sleep(0.2)
+        clocks = [t for t in asyncio.all_tasks() if t.get_name() == "guard-clock"]
+        assert len(clocks) == 1 and not clocks[0].done()
+        calls = [await stack.wait_call(call_id) for call_id in (first, second)]
+        for call in calls:
+            assert call["endReason"] == "assistant ended the call: max call duration reached"
+            assert 1500 <= call["duration"] < 4000, call["duration"]
+        assert calls[1]["endTime"] - calls[0]["endTime"] >= 500, "the second call was ended on the first one's clock"
+        await asyncio.sleep(0.6)
+        assert clocks[0].done(), "the clock runs on with no call to guard"
