@@ -68,7 +68,8 @@ class StoreLoop:
 class TableOps:
     """The operations we use on one table, run on the store loop when there is one. Queries
     return whole lists (materialised there too), so no SDK pager crosses threads. Writes go
-    through `direct` when given (see direct.py), everything else through the SDK."""
+    and whole-result queries go through `direct` when given (see direct.py), everything else
+    through the SDK."""
 
     def __init__(self, client: TableClient, store: StoreLoop | None, direct: DirectTables | None = None) -> None:
         self.client = client
@@ -151,8 +152,11 @@ class TableOps:
         parse: Callable[[Any], T],
     ) -> list[T]:
         """Every matching entity, each passed through `parse` on the store thread."""
+        direct = self.direct
 
         async def collect() -> list[T]:
+            if direct is not None:
+                return [parse(e) for e in await direct.query(self._url, query_filter, parameters, select)]
             pager = self.client.query_entities(query_filter, parameters=parameters, select=select)
             return [parse(e) async for e in pager]
 
