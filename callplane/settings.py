@@ -141,8 +141,8 @@ class Settings(BaseSettings):
     # A peer follows every live call on a second control socket, ready to take it over at once.
     standby: bool = Field(default=True, alias="STANDBY")
     table_prefix: str = Field(default="", alias="TABLE_PREFIX", pattern=r"^[A-Za-z]?[A-Za-z0-9]{0,20}$")
-    # Table writes sent with aiohttp and signed by callplane/store/direct.py (a third of the SDK
-    # pipeline's CPU per request); off: every request through the SDK.
+    # Table writes and queries sent with aiohttp and signed by callplane/store/direct.py (a third
+    # of the SDK pipeline's CPU per request); off: every request through the SDK.
     direct_table_writes: bool = Field(default=True, alias="DIRECT_TABLE_WRITES")
 
     @field_validator("log_format", mode="before")
