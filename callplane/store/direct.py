@@ -69,7 +69,7 @@ class Answer:
     headers: CIMultiDictProxy[str]
     body: bytes
 
-    def etag(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, Any]:
         """The written entity's metadata, as the SDK's write calls return it (we read the ETag)."""
         get = self.headers.get
         return {"etag": get("ETag"), "date": get("Date"), "version": get("x-ms-version")}
@@ -78,14 +78,13 @@ class Answer:
 class _Decoded:
     """An answer as the SDK's error decoder reads a response (headers, status, text)."""
 
-    def __init__(self, answer: Answer, url: str) -> None:
+    def __init__(self, answer: Answer) -> None:
         self.status_code = answer.status
         self.reason = ""
         self.headers = answer.headers
         self.content_type = answer.headers.get("Content-Type", "")
         self.content = answer.body
         self.request = None
-        self._url = url
 
     def body(self) -> bytes:
         return self.content
@@ -94,15 +93,15 @@ class _Decoded:
         return self.content.decode(encoding or "utf-8", errors="replace")
 
 
-def error_of(answer: Answer, url: str, **kw: Any) -> HttpResponseError:
+def error_of(answer: Answer, **kw: Any) -> HttpResponseError:
     """The exception the SDK raises for this answer (its type, status and error code); `kw` as
     for the SDK's decoder (`error_message`, `error_type`)."""
-    return decode_error(_Decoded(answer, url), **kw)
+    return decode_error(_Decoded(answer), **kw)
 
 
 class DirectTables:
-    """One account's table endpoint, for writes. Its HTTP session lives on the loop that first
-    uses it (the store thread's, in the session host); `close` there too."""
+    """One account's table endpoint, for writes and queries. Its HTTP session lives on the loop
+    that first uses it (the store thread's, in the session host); `close` there too."""
 
     def __init__(
         self,
@@ -133,13 +132,14 @@ class DirectTables:
         credential = client.credential
         if isinstance(credential, AzureNamedKeyCredential):
             return cls(base, client.api_version, key=credential)
+        # A token credential (not a SAS, which also has no named key but carries a signature).
         if credential is not None and hasattr(credential, "get_token") and not hasattr(credential, "signature"):
             return cls(base, client.api_version, credential=credential)
         return None
 
     @staticmethod
-    def error(answer: Answer, url: str, **kw: Any) -> HttpResponseError:
-        return error_of(answer, url, **kw)
+    def error(answer: Answer, **kw: Any) -> HttpResponseError:
+        return error_of(answer, **kw)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -205,8 +205,8 @@ class DirectTables:
             headers["Content-Type"] = "application/json"
         answer = await self.send(method, url, body, headers)
         if 200 <= answer.status < 300 or (method == "DELETE" and answer.status == 404):
-            return answer.etag()
-        raise error_of(answer, url)
+            return answer.metadata()
+        raise error_of(answer)
 
     async def query(
         self, table_url: str, query_filter: str, parameters: Mapping[str, Any], select: list[str] | None = None
@@ -221,7 +221,7 @@ class DirectTables:
             url = f"{table_url}()?{urlencode(params, quote_via=quote)}"
             answer = await self.send("GET", url, None, {"Accept": "application/json;odata=minimalmetadata"})
             if answer.status != 200:
-                raise error_of(answer, url)
+                raise error_of(answer)
             found += [_to_entity(row) for row in json.loads(answer.body)["value"]]
             next_pk = answer.headers.get("x-ms-continuation-NextPartitionKey")
             next_rk = answer.headers.get("x-ms-continuation-NextRowKey")

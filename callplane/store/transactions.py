@@ -228,9 +228,9 @@ async def submit(
     if direct is not None and not kw:
         answer = await direct.send("POST", url, content, headers)
         if answer.status == 413:
-            raise direct.error(answer, url, error_message=too_large, error_type=RequestTooLargeError)
+            raise direct.error(answer, error_message=too_large, error_type=RequestTooLargeError)
         if answer.status != 202:
-            raise direct.error(answer, url)
+            raise direct.error(answer)
         content_type, body = answer.headers.get("Content-Type", ""), answer.body
     else:
         # stream=True: the pipeline's content decoding does not know multipart (nor do we want it to).

@@ -1,5 +1,5 @@
-"""Table writes sent by callplane/store/direct.py (aiohttp, signed here), on Azurite, held to
-what the SDK's own calls store and raise for the same writes."""
+"""Table writes and queries sent by callplane/store/direct.py (aiohttp, signed here), on Azurite,
+held to what the SDK's own calls store, return and raise for the same requests."""
 
 from __future__ import annotations
 
