@@ -4,6 +4,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.data.tables.aio import TableClient
 
 from callplane.settings import Role, Settings, build_settings
 from callplane.signing import new_secret
@@ -42,3 +44,15 @@ async def tables(store_settings: Settings) -> AsyncIterator[Tables]:
     await ensure_tables(t)
     yield t
     await t.close()
+
+
+@pytest.fixture
+async def client(conn: str) -> AsyncIterator[TableClient]:
+    """A table of its own (a random name) through the SDK's own client; deleted afterwards."""
+    c = TableClient.from_connection_string(
+        conn, "t" + uuid.uuid4().hex[:12], transport=AioHttpTransport(use_env_settings=False)
+    )
+    await c.create_table()
+    yield c
+    await c.delete_table()
+    await c.close()

@@ -4,7 +4,6 @@ held to what the SDK's own calls store, return and raise for the same requests."
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,17 +30,6 @@ from callplane.store.tables import TableOps, open_tables
 from tests.test_transactions import HOSTILE_KEYS, rows, typed
 
 REPLACE = {"mode": UpdateMode.REPLACE}
-
-
-@pytest.fixture
-async def client(conn: str) -> AsyncIterator[TableClient]:
-    c = TableClient.from_connection_string(
-        conn, "d" + uuid.uuid4().hex[:12], transport=AioHttpTransport(use_env_settings=False)
-    )
-    await c.create_table()
-    yield c
-    await c.delete_table()
-    await c.close()
 
 
 class Counted(DirectTables):

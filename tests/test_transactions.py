@@ -3,14 +3,11 @@ the SDK's own `submit_transaction` does with the same operations."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from azure.core import MatchConditions
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
@@ -19,17 +16,6 @@ from callplane.store.tables import TableOps, table_missing
 
 REPLACE = {"mode": UpdateMode.REPLACE}
 HOSTILE_KEYS = ["it's", "a''b", "100%", "a+b c", "é漢字", "x=1&y=2", "%27)", "rtc_' or '1'='1"]
-
-
-@pytest.fixture
-async def client(conn: str) -> AsyncIterator[TableClient]:
-    c = TableClient.from_connection_string(
-        conn, "t" + uuid.uuid4().hex[:12], transport=AioHttpTransport(use_env_settings=False)
-    )
-    await c.create_table()
-    yield c
-    await c.delete_table()
-    await c.close()
 
 
 def typed(rk: str) -> dict[str, Any]:
