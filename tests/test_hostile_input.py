@@ -293,9 +293,30 @@ def test_redaction_covers_numbers_glued_to_letters(raw: str, leak: str) -> None:
 
 
 async def test_hand_off_store_state_is_untouched_by_a_missing_call(conn: str) -> None:
-    """A replayed hand-off of a call the Function App refused (never run) leaves its record alone."""
+    """A replayed hand-off of a call the Function App refused (never run) leaves its record alone,
+    however soon after the record can be read: the refusal's tombstone is stored before it."""
+    from function_app import runtime
+
     async with run_stack(conn, CALLER_DENY="+1900*") as stack:
-        call_id = await stack.place("greeting_only", caller="+19005550100")
+        deps = runtime._holder.deps
+        assert deps is not None
+        release = asyncio.Event()
+        real_create = deps.tables.leases.create_entity
+
+        async def held(*args: Any, **kw: Any) -> Any:
+            await release.wait()
+            return await real_create(*args, **kw)
+
+        deps.tables.leases.create_entity = held  # type: ignore[method-assign]
+        try:
+            call_id = await stack.place("greeting_only", caller="+19005550100")
+            await asyncio.sleep(0.6)  # the refusal is recorded a window (0.1 s) later
+            assert stack.sim.calls[call_id].rejected_with == 603
+            async with stack.http.get(f"{stack.host_url}/api/calls/{call_id}") as resp:
+                assert resp.status == 404, "the record was stored before the tombstone"
+        finally:
+            release.set()
+            deps.tables.leases.create_entity = real_create  # type: ignore[method-assign]
         rejected = await stack.wait_call(call_id)
         req = HandoffRequest(
             callId=call_id, webhookId="wh_x", receivedAt=now_ms(), sipHeaders=[SipHeader(name="a", value="b")]

@@ -57,6 +57,10 @@ async def record_unhandled_calls(tables: Tables, items: Sequence[Unhandled]) -> 
     that never reached a session host has no live row to remove."""
     end = now_ms()
     calls = [_record_of(item, end) for item in items]
+    # Tombstones first: whoever can read a refused call's record can count on its tombstone, so
+    # a delivery of the webhook that arrives after the record is visible cannot take the call.
+    tombstones = [leases.mark_refused(tables, item.request) for item in items]
+    marked = await asyncio.gather(*tombstones, return_exceptions=True)
     writes: list[Any] = []
     for call in calls:
         _, entity, options = call_operation(call)
@@ -64,8 +68,7 @@ async def record_unhandled_calls(tables: Tables, items: Sequence[Unhandled]) -> 
     pairs = [pair for call in calls for pair in index_upserts(call)]
     for ops in by_partition(pairs).values():
         writes += [tables.callindex.submit_transaction(ops[i : i + _BATCH]) for i in range(0, len(ops), _BATCH)]
-    writes += [leases.mark_refused(tables, item.request) for item in items]
-    results = await asyncio.gather(*writes, return_exceptions=True)
+    results = [*marked, *await asyncio.gather(*writes, return_exceptions=True)]
     await apply_delta(tables, merge_all(call_finished(call, counted_start=False) for call in calls))
     for result in results:
         if isinstance(result, BaseException):
