@@ -95,8 +95,6 @@ class Stack:
 
 def dead_store(conn: str) -> str:
     """`conn` pointed at a port where nothing listens: a store that cannot be reached."""
-    from simulator.azurite import free_port
-
     return (
         conn.split("TableEndpoint=", maxsplit=1)[0] + f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
     )

@@ -41,14 +41,14 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableEntity
 from azure.data.tables import _deserialize as sdk_deserialize
 from azure.data.tables import _serialize as sdk_serialize
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from callplane.store.transactions import Operation, decode_error, request_line
+from callplane.store.transactions import Operation, account_url, error_of, request_line
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 _substitute: Callable[..., str] = sdk_serialize._parameter_filter_substitution
@@ -75,30 +75,6 @@ class Answer:
         return {"etag": get("ETag"), "date": get("Date"), "version": get("x-ms-version")}
 
 
-class _Decoded:
-    """An answer as the SDK's error decoder reads a response (headers, status, text)."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.status_code = answer.status
-        self.reason = ""
-        self.headers = answer.headers
-        self.content_type = answer.headers.get("Content-Type", "")
-        self.content = answer.body
-        self.request = None
-
-    def body(self) -> bytes:
-        return self.content
-
-    def text(self, encoding: str | None = None) -> str:
-        return self.content.decode(encoding or "utf-8", errors="replace")
-
-
-def error_of(answer: Answer, **kw: Any) -> HttpResponseError:
-    """The exception the SDK raises for this answer (its type, status and error code); `kw` as
-    for the SDK's decoder (`error_message`, `error_type`)."""
-    return decode_error(_Decoded(answer), **kw)
-
-
 class DirectTables:
     """One account's table endpoint, for writes and queries. Its HTTP session lives on the loop
     that first uses it (the store thread's, in the session host); `close` there too."""
@@ -118,6 +94,7 @@ class DirectTables:
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
         self._key = key
+        self._secret = base64.b64decode(key.named_key.key) if key is not None else b""
         self._credential = credential
         self._token: tuple[str, float] | None = None
         self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout_s, sock_read=read_timeout_s)
@@ -128,7 +105,7 @@ class DirectTables:
         """For an SDK table or service client's account, when this module can sign for it."""
         if getattr(client, "_cosmos_endpoint", False):
             return None
-        base = f"{client.scheme}://{client._primary_hostname}"
+        base = account_url(client)
         credential = client.credential
         if isinstance(credential, AzureNamedKeyCredential):
             return cls(base, client.api_version, key=credential)
@@ -136,10 +113,6 @@ class DirectTables:
         if credential is not None and hasattr(credential, "get_token") and not hasattr(credential, "signature"):
             return cls(base, client.api_version, credential=credential)
         return None
-
-    @staticmethod
-    def error(answer: Answer, **kw: Any) -> HttpResponseError:
-        return error_of(answer, **kw)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -149,9 +122,9 @@ class DirectTables:
     async def _auth(self, url: URL) -> dict[str, str]:
         date = formatdate(usegmt=True)
         if self._key is not None:
-            name, secret = self._key.named_key
+            name = self._key.named_key.name
             resource = f"/{name}{url.raw_path}"
-            digest = hmac.new(base64.b64decode(secret), f"{date}\n{resource}".encode(), hashlib.sha256).digest()
+            digest = hmac.new(self._secret, f"{date}\n{resource}".encode(), hashlib.sha256).digest()
             return {"x-ms-date": date, "Authorization": f"SharedKeyLite {name}:{base64.b64encode(digest).decode()}"}
         assert self._credential is not None
         token = self._token

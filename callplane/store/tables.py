@@ -67,15 +67,15 @@ class StoreLoop:
 
 class TableOps:
     """The operations we use on one table, run on the store loop when there is one. Queries
-    return whole lists (materialised there too), so no SDK pager crosses threads. Writes go
-    and whole-result queries go through `direct` when given (see direct.py), everything else
+    return whole lists (materialised there too), so no SDK pager crosses threads. Writes and
+    whole-result queries go through `direct` when given (see direct.py), everything else
     through the SDK."""
 
     def __init__(self, client: TableClient, store: StoreLoop | None, direct: DirectTables | None = None) -> None:
         self.client = client
         self._store = store
         self.direct = direct
-        self._url = f"{client.scheme}://{client._primary_hostname}/{client.table_name}"
+        self._url = transactions.table_url(client)
         self.on_recreated: Callable[[str], None] | None = None
         self.requests = 0  # every operation through this table (a transaction or a query is one)
 

@@ -36,13 +36,39 @@ from azure.data.tables import _serialize as sdk_serialize
 from azure.data.tables.aio import TableClient
 
 if TYPE_CHECKING:
-    from callplane.store.direct import DirectTables
+    from callplane.store.direct import Answer, DirectTables
 
 Operation = tuple[Any, ...]  # ("create" | "upsert" | "update" | "delete", entity[, options])
 
 # A whole request refused (auth, throttling, a bad table name): the SDK's decoding, so callers see
 # the exception types its other calls raise.
-decode_error: Callable[..., HttpResponseError] = sdk_errors._decode_error
+_decode_error: Callable[..., HttpResponseError] = sdk_errors._decode_error
+
+
+class _Decoded:
+    """A direct answer (direct.py) as the SDK's error decoder reads a response."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.status_code = answer.status
+        self.reason = ""
+        self.headers = answer.headers
+        self.content_type = answer.headers.get("Content-Type", "")
+        self.content = answer.body
+        self.request = None
+
+    def body(self) -> bytes:
+        return self.content
+
+    def text(self, encoding: str | None = None) -> str:
+        return self.content.decode(encoding or "utf-8", errors="replace")
+
+
+def error_of(answer: Answer, **kw: Any) -> HttpResponseError:
+    """The exception the SDK raises for a direct answer (its type, status and error code); `kw`
+    as for the SDK's decoder (`error_message`, `error_type`)."""
+    return _decode_error(_Decoded(answer), **kw)
+
+
 # The SDK's own property typing (`Edm.Int64`, dates, binary) and key escaping (quotes doubled).
 _add_entity_properties: Callable[[Mapping[str, Any]], dict[str, Any]] = sdk_serialize._add_entity_properties
 _prepare_key: Callable[[Any], str] = sdk_serialize._prepare_key
@@ -66,6 +92,15 @@ def _if_match(options: Mapping[str, Any]) -> str:
     if condition in (None, MatchConditions.Unconditionally):
         return "*"
     raise ValueError(f"match condition {condition!r} is not supported in a transaction")
+
+
+def account_url(client: Any) -> str:
+    """The account's table endpoint as the SDK addresses it (an emulator's account name in the path)."""
+    return f"{client.scheme}://{client._primary_hostname}"
+
+
+def table_url(client: TableClient) -> str:
+    return f"{account_url(client)}/{client.table_name}"
 
 
 def request_line(table_url: str, op: Operation) -> tuple[str, list[str], bytes | None]:
@@ -212,10 +247,8 @@ async def submit(
     refused one, and what the SDK raises when it refused the whole request."""
     if not operations:
         return []
-    hostname = client._primary_hostname  # as the SDK's own $batch URL
-    table_url = f"{client.scheme}://{hostname}/{client.table_name}"
     batch, changeset = f"batch_{uuid4()}", f"changeset_{uuid4()}"
-    url = f"{client.scheme}://{hostname}/$batch"
+    url = f"{account_url(client)}/$batch"  # as the SDK's own
     headers = {
         "x-ms-version": client.api_version,
         "DataServiceVersion": "3.0",
@@ -223,14 +256,14 @@ async def submit(
         "Content-Type": f"multipart/mixed; boundary={batch}",
         "Accept": "application/json",
     }
-    content = encode(table_url, operations, batch, changeset)
+    content = encode(table_url(client), operations, batch, changeset)
     too_large = "The transaction request was too large"
     if direct is not None and not kw:
         answer = await direct.send("POST", url, content, headers)
         if answer.status == 413:
-            raise direct.error(answer, error_message=too_large, error_type=RequestTooLargeError)
+            raise error_of(answer, error_message=too_large, error_type=RequestTooLargeError)
         if answer.status != 202:
-            raise direct.error(answer)
+            raise error_of(answer)
         content_type, body = answer.headers.get("Content-Type", ""), answer.body
     else:
         # stream=True: the pipeline's content decoding does not know multipart (nor do we want it to).
@@ -238,9 +271,9 @@ async def submit(
         response = await client._client.send_request(request, stream=True, **kw)
         await response.read()
         if response.status_code == 413:
-            raise decode_error(response, error_message=too_large, error_type=RequestTooLargeError)
+            raise _decode_error(response, error_message=too_large, error_type=RequestTooLargeError)
         if response.status_code != 202:
-            raise decode_error(response)
+            raise _decode_error(response)
         content_type, body = response.headers.get("Content-Type", ""), response.content
     parts = decode(content_type, body)
     for part in parts:
