@@ -16,6 +16,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
+    ResourceNotFoundError,
     ServiceRequestError,
 )
 from azure.core.pipeline.transport import AioHttpTransport
@@ -26,7 +27,7 @@ from callplane.settings import Settings
 from callplane.store import direct as direct_module
 from callplane.store import transactions
 from callplane.store.direct import DirectTables
-from callplane.store.tables import TableOps, open_tables
+from callplane.store.tables import StoreLoop, TableOps, open_tables
 from tests.test_transactions import HOSTILE_KEYS, rows, typed
 
 REPLACE = {"mode": UpdateMode.REPLACE}
@@ -218,11 +219,17 @@ async def test_a_token_credential_signs_with_a_bearer_token_fetched_once() -> No
 
 
 async def test_the_switch_sends_every_request_through_the_sdk(store_settings: Settings) -> None:
-    on = open_tables(store_settings)
-    off = open_tables(store_settings.model_copy(update={"direct_table_writes": False}))
+    """And a store thread "for the sdk" (the session host's ownership lane) exists only then."""
+    on = open_tables(store_settings, own_thread="for the sdk")
+    off = open_tables(store_settings.model_copy(update={"direct_table_writes": False}), own_thread="for the sdk")
     try:
         assert isinstance(on.direct, DirectTables) and all(ops.direct is on.direct for ops in on.all())
         assert off.direct is None and all(ops.direct is None for ops in off.all())
+        assert on.store is None and isinstance(off.store, StoreLoop)
+        # Both answer on the caller's loop all the same.
+        for tables in (on, off):
+            await tables.leases.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
+            assert (await tables.leases.get_entity("p", "r"))["RowKey"] == "r"
     finally:
         await on.close()
         await off.close()
@@ -270,3 +277,33 @@ async def test_direct_queries_read_what_the_sdks_queries_read(client: TableClien
     ops.on_recreated = recreated.append
     assert await ops.query("PartitionKey eq @pk", {"pk": "p"}, parse=dict) == []
     assert recreated == [client.table_name], "a missing table was recognised from the direct answer"
+
+
+async def test_direct_point_reads_read_what_the_sdks_reads_read(client: TableClient, sender: Counted) -> None:
+    """Typed properties and the ETag, hostile keys, and the SDK's own exceptions for a missing
+    entity and a missing table (which is then created again, as for writes)."""
+    ops = TableOps(client, None, sender)
+    await client.upsert_entity(typed("a"), mode=UpdateMode.REPLACE)
+    for key in HOSTILE_KEYS:
+        await client.upsert_entity({"PartitionKey": "p", "RowKey": key, "v": key})
+    sender.sent.clear()
+    for key in ("a", *HOSTILE_KEYS):
+        ours, theirs = await ops.get_entity("p", key), await client.get_entity("p", key)
+        assert dict(ours) == dict(theirs) and ours.metadata["etag"] == theirs.metadata["etag"], key
+    assert sender.sent == ["GET"] * (1 + len(HOSTILE_KEYS))
+    with pytest.raises(ResourceNotFoundError) as missing:
+        await ops.get_entity("p", "nobody")
+    with pytest.raises(ResourceNotFoundError) as sdk_missing:
+        await client.get_entity("p", "nobody")
+    assert missing.value.error_code == sdk_missing.value.error_code == "ResourceNotFound"
+    await client.delete_table()
+    recreated: list[str] = []
+    ops.on_recreated = recreated.append
+    with pytest.raises(ResourceNotFoundError) as after:
+        await ops.get_entity("p", "a")
+    assert after.value.error_code == "ResourceNotFound" and recreated == [client.table_name]
+    # A selection is the SDK's to send.
+    sender.sent.clear()
+    await client.upsert_entity(typed("a"), mode=UpdateMode.REPLACE)
+    assert set(await ops.get_entity("p", "a", select=["small"])) == {"small"}
+    assert sender.sent == []

@@ -1,13 +1,13 @@
-"""Table writes and queries sent straight over aiohttp and signed here, instead of through the
-SDK's pipeline.
+"""Table writes, point reads and queries sent straight over aiohttp and signed here, instead of
+through the SDK's pipeline.
 
 The SDK runs every request through its pipeline (a dozen policies, tracing decorators, its
 transport wrapper): ~1.2 ms of client CPU per write against Azurite on a two-vCPU machine, where
 the same request sent with aiohttp costs ~0.4 ms (docs/performance.md). Writes and whole-result
 queries are most of the session host's table requests (write-behind transactions, lease inserts
-and tombstones, heartbeats, rollups, the lease sweep every second), so they come this way;
-point reads, paged queries, table creation and anything this module cannot sign (a SAS, a
-Cosmos endpoint) stay with the SDK.
+and tombstones, heartbeats, rollups, the lease sweep every second), so they come this way, and
+so do point reads (a lease watched during a hand-over, an agent profile); paged queries, table
+creation and anything this module cannot sign (a SAS, a Cosmos endpoint) stay with the SDK.
 
 What the SDK does well is still the SDK's: entity property typing and key escaping (through
 `transactions.request_line`, the same framing a transaction part uses), a query's parameters
@@ -48,7 +48,7 @@ from azure.data.tables import _serialize as sdk_serialize
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from callplane.store.transactions import Operation, account_url, error_of, request_line
+from callplane.store.transactions import Operation, account_url, entity_address, error_of, request_line
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 _substitute: Callable[..., str] = sdk_serialize._parameter_filter_substitution
@@ -76,8 +76,9 @@ class Answer:
 
 
 class DirectTables:
-    """One account's table endpoint, for writes and queries. Its HTTP session lives on the loop
-    that first uses it (the store thread's, in the session host); `close` there too."""
+    """One account's table endpoint, for writes, point reads and queries. Its HTTP session lives on
+    the loop that first uses it (the store thread's for the session host's bulk writes); `close`
+    there too."""
 
     def __init__(
         self,
@@ -180,6 +181,15 @@ class DirectTables:
         if 200 <= answer.status < 300 or (method == "DELETE" and answer.status == 404):
             return answer.metadata()
         raise error_of(answer)
+
+    async def read(self, table_url: str, partition_key: str, row_key: str) -> TableEntity:
+        """One entity by its keys, as the SDK's `get_entity` returns it (typed, ETag in
+        `.metadata`), or its exception (`ResourceNotFoundError` for a missing entity or table)."""
+        url = f"{entity_address(table_url, partition_key, row_key)}?$format=application/json;odata=minimalmetadata"
+        answer = await self.send("GET", url, None, {"Accept": "application/json;odata=minimalmetadata"})
+        if answer.status != 200:
+            raise error_of(answer)
+        return _to_entity(json.loads(answer.body))
 
     async def query(
         self, table_url: str, query_filter: str, parameters: Mapping[str, Any], select: list[str] | None = None

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -133,6 +133,9 @@ class TableOps:
         await self._run(send or (lambda: self.client.delete_entity(partition_key, row_key, **kw)))
 
     async def get_entity(self, partition_key: str, row_key: str, **kw: Any) -> Any:
+        direct = self.direct
+        if direct is not None and not kw:
+            return await self._run(lambda: direct.read(self._url, partition_key, row_key))
         return await self._run(lambda: self.client.get_entity(partition_key, row_key, **kw))
 
     async def submit_transaction(self, operations: list[tuple[Any, ...]], **kw: Any) -> list[dict[str, Any]]:
@@ -274,13 +277,14 @@ def _service(settings: Settings) -> TableServiceClient:
     return TableServiceClient(settings.storage_table_endpoint, credential=DefaultAzureCredential(), **kwargs)
 
 
-def open_tables(settings: Settings, *, own_thread: bool = False) -> Tables:
+def open_tables(settings: Settings, *, own_thread: bool | Literal["for the sdk"] = False) -> Tables:
     """Construct clients (no I/O); call `ensure_tables` once at start-up. `own_thread`: run every
-    request on a store thread (the session host), not on the caller's loop."""
+    request on a store thread (the session host), not on the caller's loop; "for the sdk": only
+    when the requests go through the SDK (direct ones cost too little CPU to be worth the hop)."""
     service = _service(settings)
-    store = StoreLoop() if own_thread else None
-    names = [f"{settings.table_prefix}{name}" for name in TABLES]
     direct = DirectTables.for_client(service) if settings.direct_table_writes else None
+    store = StoreLoop() if own_thread is True or (own_thread and direct is None) else None
+    names = [f"{settings.table_prefix}{name}" for name in TABLES]
     ops = [TableOps(service.get_table_client(name), store, direct) for name in names]
     calls, callindex, rollups, webhooks, leases, sessions, profiles = ops
     return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, profiles, store=store, direct=direct)

@@ -103,6 +103,11 @@ def table_url(client: TableClient) -> str:
     return f"{account_url(client)}/{client.table_name}"
 
 
+def entity_address(table_url: str, partition_key: Any, row_key: Any) -> str:
+    """One entity's URL, its keys escaped as the SDK escapes them."""
+    return f"{table_url}(PartitionKey='{_key(partition_key)}',RowKey='{_key(row_key)}')"
+
+
 def request_line(table_url: str, op: Operation) -> tuple[str, list[str], bytes | None]:
     """Method and URL, the operation's own headers, and its JSON body."""
     kind = str(op[0]).lower()
@@ -110,7 +115,7 @@ def request_line(table_url: str, op: Operation) -> tuple[str, list[str], bytes |
     options: Mapping[str, Any] = op[2] if len(op) > 2 else {}
     if "PartitionKey" not in entity or "RowKey" not in entity:
         raise ValueError("PartitionKey and/or RowKey were not provided in entity")
-    address = f"{table_url}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
+    address = entity_address(table_url, entity["PartitionKey"], entity["RowKey"])
     if kind == "delete":
         return f"DELETE {address}", [f"If-Match: {_if_match(options)}"], None
     body = json.dumps(_add_entity_properties(entity)).encode()
