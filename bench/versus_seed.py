@@ -12,6 +12,10 @@ own processes (Azurite, the simulator and this harness are not counted) and RSS 
 (peak minus idle, summed over those processes), each with its ratio to the original.
 Then, with MAX_CALLS_PER_REPLICA=100 and 200 calls at once: how fast the 100 extra calls are
 refused busy (webhook -> SIP rejection), and how the 100 admitted ones fare.
+
+`--repeat K` runs each N K times in pairs (the original, then this project, so both see the
+machine as it is then) and the overload row K times: the tables show medians, and the range of
+the K pairs' ratios, since one run's ratio moves by a tenth or more from run to run here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -165,17 +170,49 @@ ROWS = [
 ]
 
 
-def print_table(n: int, seed: dict[str, Any], ours: dict[str, Any]) -> None:
+COUNTS = frozenset({"served", "calls", "refused", "refused_486", "admitted_served"})  # the fewest, not the median
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over repeated runs of one system (counts: the fewest)."""
+    out: dict[str, Any] = dict(runs[0])
+    for key in runs[0]:
+        values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+        if key in COUNTS:
+            out[key] = min(values) if values else None
+        elif values:
+            out[key] = statistics.median(values)
+    return out
+
+
+def print_table(n: int, seeds: list[dict[str, Any]], ours: list[dict[str, Any]]) -> None:
+    """One table per N: each system's figure (the median when repeated) and their ratio; with
+    repeats, also the range of the ratios of the pairs run one after the other."""
     cap = ARGS.webhook_connections or "no cap"
+    pairs = len(seeds)
+    seed, mine = median_of(seeds), median_of(ours)
     print(f"\n{n} simultaneous calls ({SCENARIO} scenario, time scale {ARGS.time_scale}, webhook connections: {cap})")
-    print("| metric | original (Bun) | this project | ratio (ours / original) |")
-    print("|---|---|---|---|")
+    if pairs > 1:
+        print(f"medians of {pairs} runs each, run in pairs (original, then this project)")
+        print("| metric | original (Bun) | this project | ratio (ours / original) | ratio per pair, min-max |")
+        print("|---|---|---|---|---|")
+    else:
+        print("| metric | original (Bun) | this project | ratio (ours / original) |")
+        print("|---|---|---|---|")
     for label, key, _ in ROWS:
-        a, b = seed.get(key), ours.get(key)
+        a, b = seed.get(key), mine.get(key)
         ratio = f"{b / a:.2f}x" if isinstance(a, float | int) and isinstance(b, float | int) and a else "-"
+        each = [
+            o[key] / s[key] for s, o in zip(seeds, ours, strict=True) if _number(s.get(key)) and _number(o.get(key))
+        ]
+        spread = f"{min(each):.2f}-{max(each):.2f}x" if each else "-"
         if key == "served":
-            a, b, ratio = f"{a}/{seed['calls']}", f"{b}/{ours['calls']}", ""
-        print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
+            a, b, ratio, spread = f"{a}/{seed['calls']}", f"{b}/{mine['calls']}", "", ""
+        print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |" + (f" {spread} |" if pairs > 1 else ""))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, float | int) and bool(v)
 
 
 ARGS = argparse.Namespace(time_scale=1.0, webhook_connections=0)
@@ -184,25 +221,32 @@ ARGS = argparse.Namespace(time_scale=1.0, webhook_connections=0)
 async def main(args: argparse.Namespace) -> None:
     tune_harness_gc()
     azurite = start_azurite()
-    results: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
-    overload: dict[str, Any] | None = None
+    results: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]] = []
+    overloads: list[dict[str, Any]] = []
     try:
         for n in args.calls:
-            seed = await run_seed(azurite.connection_string, n, args)
-            ours = await run_ours(azurite.connection_string, n, args)
-            results.append((n, seed, ours))
-            print_table(n, seed, ours)
+            seeds: list[dict[str, Any]] = []
+            ours: list[dict[str, Any]] = []
+            for _ in range(args.repeat):  # in pairs: both systems see the machine as it is then
+                seeds.append(await run_seed(azurite.connection_string, n, args))
+                ours.append(await run_ours(azurite.connection_string, n, args))
+            results.append((n, seeds, ours))
+            print_table(n, seeds, ours)
         if args.overload:
-            overload = await run_overload(azurite.connection_string, args)
+            for _ in range(args.repeat):
+                overloads.append(await run_overload(azurite.connection_string, args))
     finally:
         azurite.stop()
-    print("\n# summary (command: python -m bench.versus_seed --calls " + " ".join(map(str, args.calls)) + ")")
-    for n, seed, ours in results:
-        print_table(n, seed, ours)
-    if overload is not None:
+    command = " ".join(map(str, args.calls)) + (f" --repeat {args.repeat}" if args.repeat > 1 else "")
+    print(f"\n# summary (command: python -m bench.versus_seed --calls {command})")
+    for n, seeds, ours in results:
+        print_table(n, seeds, ours)
+    if overloads:
         print("\nMAX_CALLS_PER_REPLICA=100, 200 calls at once (target: every extra call refused busy in < 100 ms)")
-        for k, v in overload.items():
-            print(f"| {k} | {fmt(v)} |")
+        merged = median_of(overloads)
+        for k, v in merged.items():
+            each = ", ".join(fmt(o[k]) for o in overloads) if len(overloads) > 1 else ""
+            print(f"| {k} | {fmt(v)} |" + (f" {each} |" if each else ""))
     print(
         "\ntargets at 200 and 1,000: all served; greeting p95 <= original; tool p99 <= original; "
         "CPU per call <= 2x original; RSS per call <= original"
@@ -215,6 +259,8 @@ if __name__ == "__main__":
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--no-overload", dest="overload", action="store_false")
+    # Runs per N (and of the overload row): medians are printed, and the range of the ratios.
+    parser.add_argument("--repeat", type=int, default=1)
     # How many webhook deliveries the simulator has in flight at once (0: no cap, as the service).
     # 100 reproduces the harness of earlier runs (aiohttp's default pool).
     parser.add_argument("--webhook-connections", type=int, default=0)
