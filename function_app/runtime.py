@@ -21,7 +21,7 @@ from callplane.store.records import RefusalRecorder
 from callplane.store.tables import ensure_tables, open_tables
 from callplane.telemetry import Telemetry, configure
 from callplane.vault import SECRETS, KeyVaultSource
-from function_app.webhook import WebhookDeps
+from function_app.webhook import WebhookDeps, warm
 
 log = logging.getLogger("function_app")
 
@@ -63,6 +63,7 @@ async def open_deps(settings: Settings, telemetry: Telemetry | None = None) -> W
         refusals=RefusalRecorder(tables),
         profiles=profiles,
     )
+    warm(deps)
     gc_tuning.tune()  # once per process: what is loaded now lives as long as the worker
     if settings.key_vault_uri:
         source = KeyVaultSource(settings.key_vault_uri, settings.azure_client_id)

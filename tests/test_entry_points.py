@@ -101,3 +101,20 @@ def test_three_processes_place_and_store_a_call(conn: str) -> None:
     assert [e["msg"] for e in host_log][-1] == "session host stopped", "the last line confirms the stop"
     assert [e["msg"] for e in fn_log][-1] == "webhook app stopped"
     assert "4255550123" not in outputs["function_app"] + outputs["session_host"]  # caller number redacted
+
+
+async def test_the_webhook_app_starts_with_the_built_in_agents_accept_encoded(conn: str) -> None:
+    """Its tool schemas take milliseconds to generate: done at start-up, not on a caller's accept."""
+    from callplane.session_config import VoiceMode, accept_body
+    from callplane.settings import Role, build_settings
+    from callplane.telemetry import Telemetry
+    from function_app.runtime import close_deps, open_deps
+
+    settings = build_settings(Role.FUNCTION_APP, make_env(conn, sim_port=1, fn_port=2, host_port=3, dialect="azure"))
+    deps = await open_deps(settings, Telemetry())
+    try:
+        [(key, body)] = deps.accept_bodies.items()
+        assert key[0] is VoiceMode.AUDIO_OUTPUT and key[1] is None
+        assert json.loads(body) == json.loads(json.dumps(accept_body(settings)))
+    finally:
+        await close_deps(deps)
