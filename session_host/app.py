@@ -202,10 +202,11 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
     # Ownership (leases, heartbeats, admission) gets its own lane: its requests never queue on
     # the store thread behind the write-behind batches, and the caller waits on some of them.
-    # The lane runs on this loop when its requests are direct (a fraction of a millisecond of CPU
-    # each): a hop to a thread and back for each (two wake-ups through the loops' self-pipes) was
-    # a third of an idle replica's CPU, which sends the sweep and the heartbeat every second.
-    app[keys.LANE] = open_tables(app[keys.SETTINGS], own_thread="for the sdk")
+    # The lane has a thread of its own too, though its requests are direct (cheap): on this loop
+    # an idle replica spent a fifth less CPU (no hop per beat and sweep), but in a burst the
+    # reservations queued behind the calls' events and greetings came 15-30 ms later (p50, three
+    # interleaved 200-call runs each way); with the 1 ms switch interval a thread gets its turn.
+    app[keys.LANE] = open_tables(app[keys.SETTINGS], own_thread=True)
     settings = app[keys.SETTINGS]
     # Read by the admin API only, which refreshes it on each request (one read of the generation):
     # no background poll here. Calls get their profile with the hand-off.

@@ -27,7 +27,7 @@ from callplane.settings import Settings
 from callplane.store import direct as direct_module
 from callplane.store import transactions
 from callplane.store.direct import DirectTables
-from callplane.store.tables import StoreLoop, TableOps, open_tables
+from callplane.store.tables import TableOps, open_tables
 from tests.test_transactions import HOSTILE_KEYS, rows, typed
 
 REPLACE = {"mode": UpdateMode.REPLACE}
@@ -219,17 +219,11 @@ async def test_a_token_credential_signs_with_a_bearer_token_fetched_once() -> No
 
 
 async def test_the_switch_sends_every_request_through_the_sdk(store_settings: Settings) -> None:
-    """And a store thread "for the sdk" (the session host's ownership lane) exists only then."""
-    on = open_tables(store_settings, own_thread="for the sdk")
-    off = open_tables(store_settings.model_copy(update={"direct_table_writes": False}), own_thread="for the sdk")
+    on = open_tables(store_settings)
+    off = open_tables(store_settings.model_copy(update={"direct_table_writes": False}))
     try:
         assert isinstance(on.direct, DirectTables) and all(ops.direct is on.direct for ops in on.all())
         assert off.direct is None and all(ops.direct is None for ops in off.all())
-        assert on.store is None and isinstance(off.store, StoreLoop)
-        # Both answer on the caller's loop all the same.
-        for tables in (on, off):
-            await tables.leases.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
-            assert (await tables.leases.get_entity("p", "r"))["RowKey"] == "r"
     finally:
         await on.close()
         await off.close()

@@ -77,8 +77,7 @@ class Answer:
 
 class DirectTables:
     """One account's table endpoint, for writes, point reads and queries. Its HTTP session lives on
-    the loop that first uses it (the store thread's for the session host's bulk writes); `close`
-    there too."""
+    the loop that first uses it (the store thread's, in the session host); `close` there too."""
 
     def __init__(
         self,

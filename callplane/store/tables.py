@@ -3,14 +3,11 @@
 The Azure Tables SDK spends milliseconds of CPU per request, all of it without yielding
 (transactions, which it frames with the stdlib `email` package at ~45 ms per 100 entities, are
 framed by `transactions.py` instead, ~5 ms). Run on the loop that carries live calls, that
-stalls every call on the replica. So the session host gives its write-behind traffic an event
-loop of its own on a thread (`StoreLoop`), and every table operation goes through `TableOps`,
-which runs it there and awaits the result; callers' code is the same either way. With the GIL
-switch interval lowered (session_host/__main__.py), a busy store thread delays the call loop by
-about a millisecond at a time instead of the whole request. Requests sent directly (direct.py)
-cost a fraction of a millisecond: the session host's ownership lane sends those on the calls'
-loop, where a hop to the thread and back would cost as much as the request (`own_thread="for
-the sdk"`).
+stalls every call on the replica. So the session host gives the SDK an event loop of its own on
+a thread (`StoreLoop`), and every table operation goes through `TableOps`, which runs it there
+and awaits the result; callers' code is the same either way. With the GIL switch interval
+lowered (session_host/__main__.py), a busy store thread delays the call loop by about a
+millisecond at a time instead of the whole request.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -280,14 +277,13 @@ def _service(settings: Settings) -> TableServiceClient:
     return TableServiceClient(settings.storage_table_endpoint, credential=DefaultAzureCredential(), **kwargs)
 
 
-def open_tables(settings: Settings, *, own_thread: bool | Literal["for the sdk"] = False) -> Tables:
+def open_tables(settings: Settings, *, own_thread: bool = False) -> Tables:
     """Construct clients (no I/O); call `ensure_tables` once at start-up. `own_thread`: run every
-    request on a store thread (the session host), not on the caller's loop; "for the sdk": only
-    when the requests go through the SDK (direct ones cost too little CPU to be worth the hop)."""
+    request on a store thread (the session host), not on the caller's loop."""
     service = _service(settings)
-    direct = DirectTables.for_client(service) if settings.direct_table_writes else None
-    store = StoreLoop() if own_thread is True or (own_thread and direct is None) else None
+    store = StoreLoop() if own_thread else None
     names = [f"{settings.table_prefix}{name}" for name in TABLES]
+    direct = DirectTables.for_client(service) if settings.direct_table_writes else None
     ops = [TableOps(service.get_table_client(name), store, direct) for name in names]
     calls, callindex, rollups, webhooks, leases, sessions, profiles = ops
     return Tables(service, calls, callindex, rollups, webhooks, leases, sessions, profiles, store=store, direct=direct)
