@@ -57,6 +57,7 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 RETRIES = 2
 BACKOFF_S = 0.2
 TOKEN_MARGIN_S = 120.0
+MINIMAL_JSON = "application/json;odata=minimalmetadata"  # what we ask for: properties, types, ETag
 
 
 class _TokenSource(Protocol):
@@ -173,7 +174,7 @@ class DirectTables:
         done, as with the SDK."""
         line, extra, body = request_line(table_url, op)
         method, url = line.split(" ", 1)
-        headers = {"Accept": "application/json;odata=minimalmetadata", **dict(h.split(": ", 1) for h in extra)}
+        headers = {"Accept": MINIMAL_JSON, **dict(h.split(": ", 1) for h in extra)}
         if body is not None:
             headers["Content-Type"] = "application/json"
         answer = await self.send(method, url, body, headers)
@@ -184,8 +185,8 @@ class DirectTables:
     async def read(self, table_url: str, partition_key: str, row_key: str) -> TableEntity:
         """One entity by its keys, as the SDK's `get_entity` returns it (typed, ETag in
         `.metadata`), or its exception (`ResourceNotFoundError` for a missing entity or table)."""
-        url = f"{entity_address(table_url, partition_key, row_key)}?$format=application/json;odata=minimalmetadata"
-        answer = await self.send("GET", url, None, {"Accept": "application/json;odata=minimalmetadata"})
+        url = f"{entity_address(table_url, partition_key, row_key)}?$format={MINIMAL_JSON}"
+        answer = await self.send("GET", url, None, {"Accept": MINIMAL_JSON})
         if answer.status != 200:
             raise error_of(answer)
         return _to_entity(json.loads(answer.body))
@@ -195,13 +196,13 @@ class DirectTables:
     ) -> list[TableEntity]:
         """Every entity matching the filter (its `@name` parameters substituted as the SDK does),
         page after page, as the SDK's typed entities (ETag in `.metadata`)."""
-        params = {"$format": "application/json;odata=minimalmetadata", "$filter": _substitute(parameters, query_filter)}
+        params = {"$format": MINIMAL_JSON, "$filter": _substitute(parameters, query_filter)}
         if select:
             params["$select"] = ",".join(select)
         found: list[TableEntity] = []
         while True:
             url = f"{table_url}()?{urlencode(params, quote_via=quote)}"
-            answer = await self.send("GET", url, None, {"Accept": "application/json;odata=minimalmetadata"})
+            answer = await self.send("GET", url, None, {"Accept": MINIMAL_JSON})
             if answer.status != 200:
                 raise error_of(answer)
             found += [_to_entity(row) for row in json.loads(answer.body)["value"]]
