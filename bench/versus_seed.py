@@ -201,18 +201,20 @@ def print_table(n: int, seeds: list[dict[str, Any]], ours: list[dict[str, Any]])
         print("|---|---|---|---|")
     for label, key, _ in ROWS:
         a, b = seed.get(key), mine.get(key)
-        ratio = f"{b / a:.2f}x" if isinstance(a, float | int) and isinstance(b, float | int) and a else "-"
-        each = [
-            o[key] / s[key] for s, o in zip(seeds, ours, strict=True) if _number(s.get(key)) and _number(o.get(key))
-        ]
+        median_ratio = _ratio(a, b)
+        ratio = f"{median_ratio:.2f}x" if median_ratio is not None else "-"
+        each = [r for s, o in zip(seeds, ours, strict=True) if (r := _ratio(s.get(key), o.get(key))) is not None]
         spread = f"{min(each):.2f}-{max(each):.2f}x" if each else "-"
         if key == "served":
             a, b, ratio, spread = f"{a}/{seed['calls']}", f"{b}/{mine['calls']}", "", ""
         print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |" + (f" {spread} |" if pairs > 1 else ""))
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, float | int) and bool(v)
+def _ratio(original: Any, ours: Any) -> float | None:
+    """ours / original, when both are figures and the original's is not zero."""
+    if isinstance(original, float | int) and isinstance(ours, float | int) and original:
+        return ours / original
+    return None
 
 
 ARGS = argparse.Namespace(time_scale=1.0, webhook_connections=0)
