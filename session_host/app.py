@@ -31,7 +31,7 @@ from callplane.store.tables import ensure_tables, open_tables
 from callplane.store.writer import StoreWriter
 from callplane.supervise import supervised
 from callplane.telemetry import Telemetry
-from session_host import api, auth, dashboard, keys, profiles_api, session_accept, session_standby
+from session_host import api, auth, call_observers, dashboard, keys, profiles_api, session_accept, session_standby
 from session_host.handoff_routes import accept_outcome, accept_outcomes, session_for, take_call, take_calls
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
@@ -200,6 +200,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = StoreWriter(tables)
     writer.start()
     app[keys.TABLES], app[keys.WRITER], app[keys.READER] = tables, writer, CallReader(tables)
+    app[keys.OBSERVERS] = call_observers.standard(writer, app[keys.TELEMETRY])
     # Ownership (leases, heartbeats, admission) gets its own lane: its requests never queue on
     # the store thread behind the write-behind batches, and the caller waits on some of them.
     # The lane has a thread of its own too, though its requests are direct (cheap): on this loop

@@ -66,6 +66,7 @@ def session_for(app: web.Application, req: HandoffRequest, keeper: LeaseKeeper |
         replica=app[keys.REPLICA],
         options=app[keys.OPTIONS],
         telemetry=app[keys.TELEMETRY],
+        observers=app[keys.OBSERVERS],
         keeper=keeper,
         **more,
     )

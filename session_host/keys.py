@@ -15,6 +15,7 @@ from callplane.store.profile_store import ProfileCache
 from callplane.store.tables import Tables
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
+from session_host.call_observers import Observers
 from session_host.health import LoopMonitor
 from session_host.live import LiveFeed
 from session_host.ownership import Heartbeat
@@ -28,6 +29,7 @@ CONTROL = web.AppKey("control", CallControl)
 TABLES = web.AppKey("tables", Tables)
 LANE = web.AppKey("ownership_tables", Tables)  # the same tables on their own thread, for ownership
 WRITER = web.AppKey("writer", StoreWriter)
+OBSERVERS = web.AppKey("call_observers", Observers)  # what every call's events go to
 READER = web.AppKey("reader", CallReader)
 REGISTRY = web.AppKey("registry", CallRegistry)
 OPTIONS = web.AppKey("session_options", SessionOptions)

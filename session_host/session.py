@@ -33,11 +33,11 @@ from callplane.session_config import (
 )
 from callplane.settings import Settings
 from callplane.store.models import CallRecord, CallStatus
-from callplane.store.rollups import call_started
 from callplane.store.writer import StoreWriter
 from callplane.telemetry import Telemetry
 from callplane.tools import Action
 from session_host import session_accept, session_events, session_guards, session_record, session_tools
+from session_host.call_observers import CallObserver, standard
 from session_host.call_state import DISCLOSING, Event, PendingResponse, SessionOptions
 from session_host.ownership import LeaseKeeper
 from session_host.session_standby import FOLLOWER_EVENTS
@@ -80,17 +80,17 @@ class CallSession:
         reengage: bool = False,
         following: bool = False,
         on_overdue: Callable[[], None] | None = None,
+        observers: CallObserver | None = None,
     ) -> None:
         self._init_following(following, on_overdue)
+        self._init_observed(writer, telemetry, observers)
         self.keeper = keeper
         self.resumed = resumed
-        self.telemetry = telemetry or Telemetry()
         self.trace_context = trace_context
         self.req = req
         self.settings = settings
         self.http = http
         self.control = control
-        self.writer = writer
         self.opts = options or SessionOptions()
         self.on_finish = on_finish
         # Told when this call has ended here, before its end is stored (the registry frees its room).
@@ -154,6 +154,12 @@ class CallSession:
         self.unanswered: dict[str, tuple[str, str, float]] = {}
         self.followed_owner = ""  # the owner whose call this follower shadows
 
+    def _init_observed(self, writer: StoreWriter, telemetry: Telemetry | None, observers: CallObserver | None) -> None:
+        self.telemetry = telemetry or Telemetry()  # its tracer spans the call and its tools
+        self.writer = writer  # only to flush before a hand-over; the store otherwise observes
+        # What happens on the call goes to these (store, metrics, log); the session only says it.
+        self.observers = observers or standard(writer, self.telemetry)
+
     def _go_on_from(self, resumed: CallRecord, turns: int) -> None:
         """Taking over from a replica that stopped or died: go on from the stored state."""
         self._claim_until = float("inf")  # until this socket is up (then a few seconds more)
@@ -204,10 +210,8 @@ class CallSession:
             await self._follow()
             return
         if self.resumed is None:
-            self.telemetry.calls_started.add(1)
-            self.writer.put_rollup(call_started())
             self.counted_at_ms = now_ms()
-        self.writer.put_live(self.call)
+        self.observers.started(self.call, new=self.resumed is None)
         # What a session cancelled from outside (the process closing) is recorded as: never
         # "completed", which would claim the caller hung up.
         status, reason = CallStatus.FAILED, "session host stopped before the call ended"

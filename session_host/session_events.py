@@ -142,8 +142,7 @@ def first_output(s: CallSession, resp: PendingResponse) -> None:
         latency = round((time.monotonic() - s._speech_stopped_at) * 1000, 1)
         s._speech_stopped_at = None
         s.call.latencies.append(latency)
-        s.telemetry.turn_latency.record(latency)
-        log.info("turn latency %.0f ms", latency, extra={"cat": "INFO", "call_id": s.req.callId})
+        s.observers.latency(s.call, latency)
 
 
 def on_transcript_delta(s: CallSession, event: ResponseAudioTranscriptDeltaEvent | ResponseTextDeltaEvent) -> None:
@@ -175,7 +174,6 @@ def write_assistant_turn(s: CallSession, resp: PendingResponse) -> None:
         return
     resp.turn_written = True
     add_turn(s, "assistant", resp.text, interrupted=resp.interrupted, turn_id=resp.id or None)
-    log.info("ASSISTANT: %s", resp.text[:300], extra={"cat": "TRANSCRIPT", "call_id": s.req.callId})
 
 
 def add_turn(
@@ -201,7 +199,7 @@ def add_turn(
     s.call.messageCount = s._seq
     if s.settings.summary_model:
         s._lines.append((speaker, text))
-    s.writer.put_turn(s.req.callId, turn)
+    s.observers.turn(s.call, turn)
     session_record.publish(s)
 
 
@@ -232,7 +230,6 @@ def on_user_transcript(s: CallSession, event: ConversationItemInputAudioTranscri
     if text:
         s._user_texts.append(text)
         add_turn(s, "user", text, turn_id=event.item_id)
-        log.info("USER: %s", text[:300], extra={"cat": "TRANSCRIPT", "call_id": s.req.callId})
 
 
 def on_function_args_done(s: CallSession, event: ResponseFunctionCallArgumentsDoneEvent) -> None:
@@ -246,8 +243,7 @@ def count_usage(s: CallSession, usage: RealtimeResponseUsage) -> None:
     s.call.usage.add(usage)
     cost = usage_cost(s._price, usage)
     s.call.cost = round(s.call.cost + cost, 8)
-    s.telemetry.tokens.add(usage.total_tokens or 0)
-    s.telemetry.cost.add(cost)
+    s.observers.usage(s.call, usage.total_tokens or 0, cost)
 
 
 def on_response_done(s: CallSession, event: ResponseDoneView) -> None:

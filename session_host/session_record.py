@@ -1,30 +1,25 @@
-"""What a session puts in the store: its record as it changes, the end-of-call record and
-summary.
+"""A session's record as it changes and at its end (sentiment, summary): told to its observers,
+which store and log it.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from callplane.clock import now_ms, percentile
-from callplane.logs import SUMMARY_FIELD
 from callplane.model_summary import model_summary
 from callplane.store.models import CallStatus
-from callplane.store.rollups import call_finished
 from session_host import insights
 
 if TYPE_CHECKING:
     from session_host.session import CallSession
-
-log = logging.getLogger("session_host.session")
 
 
 def publish(s: CallSession) -> None:
     if s.following:
         return  # the owner's record is the call's
     s.call.updatedAt = now_ms()
-    s.writer.put_call(s.call, index=True)
+    s.observers.changed(s.call)
 
 
 async def write_model_summary(s: CallSession) -> None:
@@ -42,7 +37,7 @@ async def write_model_summary(s: CallSession) -> None:
     if written is not None:
         c.summary, c.summaryTokens = written
         c.updatedAt = now_ms()
-        s.writer.put_call(c, urgent=True)
+        s.observers.changed(c, urgent=True)
 
 
 def finalize(s: CallSession, status: CallStatus, reason: str) -> None:
@@ -62,25 +57,17 @@ def finalize(s: CallSession, status: CallStatus, reason: str) -> None:
         s._user_texts[0] if s._user_texts else None,
     )
     c.updatedAt = end
-    s.writer.put_call(c, urgent=True)
-    s.writer.put_rollup(call_finished(c))
     p50 = percentile(c.latencies, 50)
-    summary = {
-        "status": status.value,
-        "reason": reason,
-        "durationMs": c.duration or 0,
-        "tools": [t.name for t in c.toolCalls],
-        "turns": s._seq,
-        "bargeIns": c.bargeInEvents,
-        "latencyP50Ms": round(p50) if p50 is not None else None,
-        "sentiment": c.sentiment,
-    }
-    # Structured for queries (JSON logs, Application Insights); the pretty formatter draws the box.
-    log.info(
-        "call summary",
-        extra={
-            "cat": "SUCCESS" if status is not CallStatus.FAILED else "ERROR",
-            "call_id": c.callId,
-            SUMMARY_FIELD: summary,
+    s.observers.ended(
+        c,
+        {
+            "status": status.value,
+            "reason": reason,
+            "durationMs": c.duration or 0,
+            "tools": [t.name for t in c.toolCalls],
+            "turns": s._seq,
+            "bargeIns": c.bargeInEvents,
+            "latencyP50Ms": round(p50) if p50 is not None else None,
+            "sentiment": c.sentiment,
         },
     )

@@ -35,7 +35,7 @@ def promote(s: CallSession, keeper: LeaseKeeper, record: CallRecord, turns: int,
     s.keeper = keeper
     s.resumed = record
     s._go_on_from(record, turns)
-    s.writer.put_live(s.call)
+    s.observers.started(s.call, new=False)
     ws = s._ws
     if ws is not None and not ws.closed:
         s._start_acting(ws)

@@ -48,10 +48,9 @@ async def run_tools(s: CallSession, resp: PendingResponse) -> None:
             body["response"] = {"instructions": prompts.INSTRUCTIONS + "\n" + " ".join(follow_ups)}
         await s._send(body)
     finally:
-        # Bookkeeping (log line, metrics, the record copy for the store) after the caller's
-        # answer is on its way: the round trip is what the caller waits through.
+        # Bookkeeping (the record, its observers) after the caller's answer is on its way: the
+        # round trip is what the caller waits through.
         for outcome in outcomes:
-            s.telemetry.tool_duration.record(outcome.duration_ms, {"tool": outcome.name, "success": outcome.success})
             record_tool(s, outcome)
 
 
@@ -185,15 +184,7 @@ def record_tool(s: CallSession, outcome: ToolOutcome) -> None:
             error=outcome.error,
         )
     )
-    level = logging.INFO if outcome.success else logging.WARNING
-    log.log(
-        level,
-        "%s %s in %.1f ms",
-        outcome.name,
-        "ok" if outcome.success else f"failed: {outcome.error}",
-        outcome.duration_ms,
-        extra={"cat": "TOOL", "call_id": s.req.callId},
-    )
+    s.observers.tool(s.call, outcome)
     session_record.publish(s)
 
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from typing import Any
 
 import aiohttp
 
+from callplane.store.models import CallRecord, TranscriptTurn
+from session_host import keys
+from session_host.call_observers import CallObserver, CallSummary
+from session_host.tools_runner import ToolOutcome
 from simulator.protocol import check_server_event
 from simulator.scenario import load_scenario
 from tests.stack import run_stack
@@ -102,10 +108,8 @@ async def test_simulator_validates_client_events_like_the_service(conn: str) -> 
 
 
 async def test_malformed_server_events_are_logged_and_skipped(conn: str, caplog: object) -> None:
-    import logging
-
     from callplane.handoff import HandoffRequest
-    from session_host import keys, session_events
+    from session_host import session_events
     from session_host.session import CallSession
 
     async with run_stack(conn) as stack:
@@ -134,3 +138,80 @@ async def test_malformed_server_events_are_logged_and_skipped(conn: str, caplog:
         assert "invalid response.output_audio_transcript.delta event ignored" in text
         assert "unhandled event type brand.new.event" in text
         assert session.call.responseCount == 0
+
+
+class Recorder(CallObserver):
+    """Every event of the calls it observes, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def started(self, call: CallRecord, *, new: bool) -> None:
+        self.seen.append(("started", new))
+
+    def changed(self, call: CallRecord, *, urgent: bool = False) -> None:
+        self.seen.append(("changed", call.messageCount))
+
+    def turn(self, call: CallRecord, turn: TranscriptTurn) -> None:
+        self.seen.append(("turn", (turn.seq, turn.speaker, turn.text)))
+
+    def tool(self, call: CallRecord, outcome: ToolOutcome) -> None:
+        self.seen.append(("tool", outcome.name))
+
+    def latency(self, call: CallRecord, ms: float) -> None:
+        self.seen.append(("latency", ms))
+
+    def usage(self, call: CallRecord, tokens: int, cost: float) -> None:
+        self.seen.append(("usage", tokens))
+
+    def ended(self, call: CallRecord, summary: CallSummary) -> None:
+        self.seen.append(("ended", summary))
+
+
+class Broken(CallObserver):
+    """An exporter that fails on every turn and at the end."""
+
+    def turn(self, call: CallRecord, turn: TranscriptTurn) -> None:
+        raise RuntimeError("exporter down")
+
+    def ended(self, call: CallRecord, summary: CallSummary) -> None:
+        raise RuntimeError("exporter down")
+
+
+async def test_observers_hear_the_whole_call_and_a_failing_one_costs_nothing(conn: str, caplog: object) -> None:
+    """What a call does reaches every observer the app has (store, metrics, log, and any added),
+    in order; an observer that raises is logged, and the call, its record and the others go on."""
+    recorder = Recorder()
+    with caplog.at_level(logging.INFO):  # type: ignore[attr-defined]
+        async with run_stack(conn, time_scale=40) as stack:
+            stack.host_app[keys.OBSERVERS].add(Broken())
+            stack.host_app[keys.OBSERVERS].add(recorder)
+            call_id = await stack.place("standard")
+            await stack.wait_ended(call_id, timeout=60)
+            call = await stack.wait_call(call_id)
+            transcript = (await stack.api(f"/api/calls/{call_id}/transcript"))["transcript"]
+
+    # The failing observer cost nothing: the call ran to its end and is stored whole.
+    assert call["status"] == "completed" and [t["name"] for t in call["toolCalls"]] == [
+        "lookup_order",
+        "check_inventory",
+    ]
+    kinds = [k for k, _ in recorder.seen]
+    assert kinds[0] == "started" and recorder.seen[0][1] is True
+    assert kinds[-1] == "ended" and kinds.count("ended") == 1
+    summary = recorder.seen[-1][1]
+    assert summary["status"] == "completed" and summary["tools"] == ["lookup_order", "check_inventory"]
+    assert summary["turns"] == len(transcript)
+    # Every stored turn was heard, in order, with the same words.
+    heard = [v for k, v in recorder.seen if k == "turn"]
+    assert [seq for seq, _, _ in heard] == list(range(1, len(transcript) + 1))
+    assert [(who, words) for _, who, words in heard] == [(t["speaker"], t["text"]) for t in transcript]
+    assert [v for k, v in recorder.seen if k == "tool"] == ["lookup_order", "check_inventory"]
+    assert [v for k, v in recorder.seen if k == "latency"] == call["latencies"]
+    assert sum(v for k, v in recorder.seen if k == "usage") == call["usage"]["totalTokens"] > 0
+    assert kinds.count("changed") >= len(transcript)  # each turn, tool and response changes the record
+    text = caplog.text  # type: ignore[attr-defined]
+    assert "call observer Broken failed on turn" in text and "call observer Broken failed on ended" in text
+    assert "RuntimeError: exporter down" in text
+    # The log observer (before it) told the call's story; the recorder (after it) heard it all.
+    assert "call summary" in text and "ASSISTANT: " in text
