@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     test_mode: bool = Field(default=False, alias="TEST_MODE")
     log_format: Literal["pretty", "json"] = Field(default="pretty", alias="LOG_FORMAT")
     debug_logging: bool = Field(default=False, alias="DEBUG_LOGGING")
+    # The session host's event loop (the Function App runs on its host's).
+    event_loop: Literal["uvloop", "asyncio"] = Field(default="uvloop", alias="EVENT_LOOP")
 
     # --- what the split into two deployables needs ----------------------------------------
     realtime_dialect: Dialect | None = Field(default=None, alias="REALTIME_DIALECT")

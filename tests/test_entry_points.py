@@ -95,6 +95,7 @@ def test_three_processes_place_and_store_a_call(conn: str) -> None:
         "webhook app listening",
         "webhook app stopped",
         "session host listening",
+        "event loop: uvloop",  # the default
         "session host stopped",
     ):
         assert any(expected in m for m in messages), (expected, messages)
@@ -118,3 +119,43 @@ async def test_the_webhook_app_starts_with_the_built_in_agents_accept_encoded(co
         assert json.loads(body) == json.loads(json.dumps(accept_body(settings)))
     finally:
         await close_deps(deps)
+
+
+def test_the_session_host_runs_on_the_loop_it_is_told_and_refuses_an_unknown_one(conn: str) -> None:
+    """EVENT_LOOP=asyncio runs the standard loop (uvloop is the default, above); a loop it does
+    not know stops it at start-up with the setting named, before it listens."""
+    host_port = free_port()
+    env = {
+        **os.environ,
+        **make_env(conn, sim_port=free_port(), fn_port=free_port(), host_port=host_port, dialect="azure"),
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "session_host"],
+        cwd=ROOT,
+        env={**env, "EVENT_LOOP": "tokio"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "EVENT_LOOP" in bad.stderr, (bad.returncode, bad.stderr[-800:])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "session_host"],
+        cwd=ROOT,
+        env={**env, "EVENT_LOOP": "asyncio"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and get_json(f"http://127.0.0.1:{host_port}/healthz") is None:
+            time.sleep(0.2)
+        assert get_json(f"http://127.0.0.1:{host_port}/healthz") == {"ok": True}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    lines = [json.loads(line)["msg"] for line in out.splitlines() if line.startswith("{")]
+    assert any("event loop: asyncio" in m for m in lines), lines
+    assert proc.returncode in (0, -signal.SIGTERM) and lines[-1] == "session host stopped"
