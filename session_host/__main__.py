@@ -54,8 +54,9 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = load_settings(Role.SESSION_HOST)
-    # uvloop runs the same asyncio code on libuv: ~5% less of the session host's CPU per call
-    # (interleaved 200-call runs, docs/performance.md). EVENT_LOOP=asyncio: the standard loop.
+    # uvloop runs the same asyncio code on libuv: 4-5% less of the session host's CPU per call at
+    # 200 calls, about the same at 1,000 (interleaved runs, docs/performance.md).
+    # EVENT_LOOP=asyncio: the standard loop.
     if settings.event_loop == "uvloop":
         uvloop.run(serve(settings))
     else:
