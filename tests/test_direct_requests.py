@@ -224,6 +224,10 @@ async def test_the_switch_sends_every_request_through_the_sdk(store_settings: Se
     try:
         assert isinstance(on.direct, DirectTables) and all(ops.direct is on.direct for ops in on.all())
         assert off.direct is None and all(ops.direct is None for ops in off.all())
+        # Both write and read back the same all the same.
+        for tables in (on, off):
+            await tables.leases.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
+            assert (await tables.leases.get_entity("p", "r"))["RowKey"] == "r"
     finally:
         await on.close()
         await off.close()
